@@ -1,0 +1,71 @@
+"""``sslops``: one subcommand per stage of the graph. DVC and Dagster both call these.
+
+Examples::
+
+    sslops import-demo            # Fashion-MNIST → data/raw + data/eval
+    sslops ingest                 # data/raw → data/manifest/raw_manifest.parquet
+    sslops check manifest         # GX suite; non-zero exit when it fails
+    sslops embed && sslops dedup && sslops cluster && sslops curate
+    sslops train-teacher && sslops distill && sslops evaluate
+
+Every parameter comes from ``params.yaml`` (``--params`` to use another file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+
+from ssl_core.config import ConfigError, load_params
+
+STAGES = {
+    "import-demo": "ssl_core.stages.import_demo",
+    "ingest": "ssl_core.stages.ingest",
+    "embed": "ssl_core.stages.embed",
+    "dedup": "ssl_core.stages.dedup",
+    "cluster": "ssl_core.stages.cluster",
+    "curate": "ssl_core.stages.curate",
+    "train-teacher": "ssl_core.stages.train_teacher",
+    "distill": "ssl_core.stages.distill",
+    "evaluate": "ssl_core.stages.evaluate",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sslops", description=__doc__.split("\n\n")[0])
+    p.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, module in STAGES.items():
+        sub.add_parser(name, help=f"run stage {name} ({module.rsplit('.', 1)[1]})")
+    chk = sub.add_parser("check", help="run a Great Expectations suite on a stage's outputs")
+    chk.add_argument("suite", choices=["manifest", "dedup", "curated", "teacher", "students"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    progress = not args.quiet and os.environ.get("SSLOPS_NO_PROGRESS") != "1"
+    try:
+        params = load_params(args.params)
+        if args.command == "check":
+            from ssl_core.stages import checks
+
+            result = checks.run(params, args.suite)
+            print(result.summary())
+            return 0 if result.success else 1
+        stats = importlib.import_module(STAGES[args.command]).run(params, progress=progress)
+        print(json.dumps({"stage": args.command, **stats}, default=str))
+        return 0
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"sslops {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Compatibility with the official DINOv2 checkpoint layout (torch.hub ``dinov2_vit*14[_reg]``).
+
+Our module parameter names are the official ones, so conversion is mostly validation:
+``infer_config`` reads the architecture from tensor shapes, ``load_backbone`` accepts a
+safetensors file, a ``.pth`` (``torch.load(weights_only=True)``) or a dict, and flattens
+"chunked blocks" keys (``blocks.<chunk>.<i>.*`` → ``blocks.<i>.*``). ``save_backbone`` writes
+safetensors atomically with the config JSON in the file metadata (used on load when present,
+so e.g. non-64-wide heads round-trip).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from ssl_core.models.mlp import swiglu_hidden_dim
+from ssl_core.models.vit import VisionTransformer, ViTConfig
+from ssl_core.utils.atomic import atomic_path
+
+HEAD_DIM = 64
+"""Official DINOv2 head width: heads = width / 64."""
+CONFIG_METADATA_KEY = "vit_config"
+_CHUNKED_RE = re.compile(r"^blocks\.\d+\.(\d+)\.(.+)$")
+_BLOCK_RE = re.compile(r"^blocks\.(\d+)\.")
+
+StateDict = Mapping[str, Tensor]
+
+
+def flatten_chunked_blocks(state_dict: StateDict) -> dict[str, Tensor]:
+    """Map ``blocks.<chunk>.<i>.rest`` keys to ``blocks.<i>.rest``; other keys unchanged.
+
+    Raises:
+        ValueError: A value is not a tensor, or two keys collide after flattening.
+    """
+    out: dict[str, Tensor] = {}
+    for k, v in state_dict.items():
+        if not isinstance(v, Tensor):
+            raise ValueError(f"state dict entry {k!r} is {type(v).__name__}, not a tensor")
+        m = _CHUNKED_RE.match(k)
+        key = f"blocks.{m.group(1)}.{m.group(2)}" if m else k
+        if key in out:
+            raise ValueError(f"duplicate key {key!r} after flattening chunked blocks")
+        out[key] = v
+    return out
+
+
+def _require(sd: StateDict, key: str, ndim: int) -> Tensor:
+    if key not in sd:
+        raise ValueError(f"state dict is missing required key {key!r}")
+    t = sd[key]
+    if t.ndim != ndim:
+        raise ValueError(f"key {key!r} has shape {tuple(t.shape)}, expected {ndim} dims")
+    return t
+
+
+def infer_config(state_dict: StateDict, num_heads: int | None = None) -> ViTConfig:
+    """Infer the architecture of an official-layout state dict from its tensor shapes.
+
+    Args:
+        state_dict: Official-layout tensors (chunked block keys allowed).
+        num_heads: Head count (not recoverable from shapes); default ``width / 64``.
+
+    Returns:
+        The :class:`ViTConfig`; ``_reg`` checkpoints (with ``register_tokens``) get the exact-size
+        antialiased pos-embed interpolation, others the upstream +0.1 offset.
+
+    Raises:
+        ValueError: Naming the offending key when a required key is missing or malformed.
+    """
+    sd = flatten_chunked_blocks(state_dict)
+    width = _require(sd, "cls_token", 3).shape[-1]
+    proj = _require(sd, "patch_embed.proj.weight", 4)  # (D, C, P, P)
+    if proj.shape[0] != width or proj.shape[2] != proj.shape[3]:
+        raise ValueError(f"key 'patch_embed.proj.weight' has unexpected shape {tuple(proj.shape)}")
+    patch, in_chans = proj.shape[2], proj.shape[1]
+    n_pos = _require(sd, "pos_embed", 3).shape[1] - 1
+    grid = math.isqrt(max(n_pos, 0))
+    if n_pos <= 0 or grid * grid != n_pos:
+        raise ValueError(f"key 'pos_embed' has {n_pos} patch positions, not a square grid")
+    ids = sorted({int(m.group(1)) for k in sd if (m := _BLOCK_RE.match(k))})
+    if not ids:
+        raise ValueError("state dict has no 'blocks.N.*' keys")
+    if ids != list(range(len(ids))):
+        missing = sorted(set(range(ids[-1] + 1)) - set(ids))
+        raise ValueError(f"state dict is missing block(s) {missing} ('blocks.{missing[0]}.*')")
+    regs = sd["register_tokens"].shape[1] if "register_tokens" in sd else 0
+    if num_heads is None:
+        if width % HEAD_DIM:
+            raise ValueError(f"width {width} is not a multiple of {HEAD_DIM}; pass num_heads")
+        num_heads = width // HEAD_DIM
+    b0 = "blocks.0."
+    swiglu = f"{b0}mlp.w12.weight" in sd
+    if swiglu:
+        hidden = _require(sd, f"{b0}mlp.w3.weight", 2).shape[1]
+        default_hidden = swiglu_hidden_dim(4 * width)
+    else:
+        hidden = _require(sd, f"{b0}mlp.fc1.weight", 2).shape[0]
+        default_hidden = 4 * width
+    ffn_bias_key = f"{b0}mlp.{'w12' if swiglu else 'fc1'}.bias"
+    return ViTConfig(
+        img_size=grid * patch,
+        patch_size=patch,
+        in_chans=in_chans,
+        embed_dim=width,
+        depth=len(ids),
+        num_heads=num_heads,
+        mlp_ratio=4.0,
+        ffn_layer="swiglu" if swiglu else "mlp",
+        ffn_hidden_dim=None if hidden == default_hidden else hidden,
+        qkv_bias=f"{b0}attn.qkv.bias" in sd,
+        proj_bias=f"{b0}attn.proj.bias" in sd,
+        ffn_bias=ffn_bias_key in sd,
+        layerscale_init=1.0 if f"{b0}ls1.gamma" in sd else None,  # torch.hub init value
+        num_register_tokens=regs,
+        interpolate_offset=0.0 if regs else 0.1,
+        interpolate_antialias=bool(regs),
+    )
+
+
+def check_state_dict(model: nn.Module, state_dict: StateDict) -> None:
+    """Raise ``ValueError`` naming the first missing, unexpected or mis-shaped key."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    if missing:
+        raise ValueError(f"state dict is missing key {missing[0]!r} ({len(missing)} missing)")
+    unexpected = [k for k in state_dict if k not in expected]
+    if unexpected:
+        raise ValueError(f"state dict has unexpected key {unexpected[0]!r}")
+    for k, v in expected.items():
+        if tuple(state_dict[k].shape) != tuple(v.shape):
+            raise ValueError(
+                f"shape mismatch for key {k!r}: got {tuple(state_dict[k].shape)}, "
+                f"expected {tuple(v.shape)}"
+            )
+
+
+def _read(src: str | Path) -> tuple[dict[str, Tensor], ViTConfig | None]:
+    path = Path(src)
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    if path.suffix == ".safetensors":
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        cfg = meta.get(CONFIG_METADATA_KEY)
+        return load_file(str(path)), ViTConfig.from_dict(json.loads(cfg)) if cfg else None
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path} does not hold a state dict (got {type(obj).__name__})")
+    return dict(obj), None
+
+
+def load_backbone(
+    src: str | Path | StateDict,
+    config: ViTConfig | None = None,
+    num_heads: int | None = None,
+) -> VisionTransformer:
+    """Build a backbone and load official-layout weights into it.
+
+    Args:
+        src: A ``.safetensors`` path, another path read with ``torch.load(weights_only=True)``,
+            or a state dict.
+        config: Architecture to use; default: the config stored in safetensors metadata, else
+            :func:`infer_config`.
+        num_heads: Passed to :func:`infer_config` when inferring.
+
+    Returns:
+        The model, in eval mode.
+
+    Raises:
+        ValueError: The weights do not match the architecture (message names the key).
+    """
+    if isinstance(src, Mapping):
+        raw, meta_cfg = dict(src), None
+    else:
+        raw, meta_cfg = _read(src)
+    sd = flatten_chunked_blocks(raw)
+    cfg = config or meta_cfg or infer_config(sd, num_heads=num_heads)
+    model = VisionTransformer(cfg)
+    check_state_dict(model, sd)
+    model.load_state_dict(sd, strict=True)
+    return model.eval()
+
+
+def _find_vit(model: nn.Module) -> VisionTransformer:
+    for m in model.modules():
+        if isinstance(m, VisionTransformer):
+            return m
+    raise ValueError(f"{type(model).__name__} contains no VisionTransformer")
+
+
+def export_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """Official-layout tensors (detached, contiguous CPU copies) of a backbone.
+
+    Args:
+        model: A :class:`VisionTransformer` or a module containing one (the first found).
+    """
+    vit = _find_vit(model)
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in vit.state_dict().items()}
+
+
+def save_backbone(model: nn.Module, path: str | Path) -> Path:
+    """Atomically write the backbone as safetensors in the official layout.
+
+    Args:
+        model: A :class:`VisionTransformer` or a module containing one.
+        path: Destination file (conventionally ``*.safetensors``).
+
+    Returns:
+        The written path.
+    """
+    vit = _find_vit(model)
+    path = Path(path)
+    meta = {"format": "pt", CONFIG_METADATA_KEY: json.dumps(vit.config.to_dict())}
+    with atomic_path(path) as tmp:
+        save_file(export_state_dict(vit), str(tmp), metadata=meta)
+    return path
