@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     progress = not args.quiet and os.environ.get("SSLOPS_NO_PROGRESS") != "1"
     try:
         params = load_params(args.params)

@@ -208,3 +208,12 @@ def test_unexpected_and_missing_block():
         del sd[k]
     with pytest.raises(ValueError, match=r"blocks\.1"):
         load_backbone(sd)
+
+
+def test_infer_config_of_tiny_preset_export():
+    from ssl_core.models.presets import build_vit
+
+    m = build_vit("tiny", num_register_tokens=4)
+    c = infer_config(export_state_dict(m))
+    assert (c.embed_dim, c.depth, c.num_heads, c.patch_size, c.img_size) == (192, 6, 3, 4, 32)
+    assert c.num_register_tokens == 4

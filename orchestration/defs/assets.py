@@ -1,0 +1,54 @@
+"""One Dagster asset per pipeline stage, generated from :data:`orchestration.graph.GRAPH`."""
+
+
+import dagster as dg
+
+from orchestration.defs.resources import StageRunner
+from orchestration.graph import GRAPH, StageSpec
+from ssl_core.utils.hashing import sha256_json
+
+
+def _metadata(spec: StageSpec, runner: StageRunner) -> tuple[dict, str]:
+    out_dir = getattr(runner.params().paths, spec.out_dir_key)
+    lin = runner.lineage(out_dir)
+    hashes = runner.lock_hashes(spec.dvc_stage)
+    md: dict = {
+        "dvc_stage": spec.dvc_stage,
+        "git_sha": lin.get("git_sha", "unknown"),
+        "params_hash": lin.get("params_hash", ""),
+        "params": dg.MetadataValue.json(lin.get("params", {})),
+        "input_hashes": dg.MetadataValue.json(lin.get("input_hashes", {})),
+        "libraries": dg.MetadataValue.json(lin.get("libraries", {})),
+        "output_path": dg.MetadataValue.path(out_dir),
+        "dvc_out_md5": dg.MetadataValue.json(hashes),
+        "stage_duration_s": lin.get("duration_s") or 0.0,
+    }
+    for k, v in (lin.get("stats") or {}).items():
+        if isinstance(v, bool | int | float | str):
+            md[k] = v
+        elif isinstance(v, dict | list):
+            md[k] = dg.MetadataValue.json(v)
+    # DVC's output hashes identify the data; fall back to the lineage record in cli mode
+    version = sha256_json(hashes) if hashes else sha256_json(lin)
+    return md, version[:16]
+
+
+def _make_asset(spec: StageSpec) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=spec.asset,
+        deps=list(spec.deps),
+        description=spec.description,
+        group_name="ssl_pipeline",
+        kinds={"python", "dvc"},
+        metadata={"dvc_stage": spec.dvc_stage, "cli": "sslops " + " ".join(spec.cli)},
+    )
+    def _asset(context: dg.AssetExecutionContext, runner: StageRunner) -> dg.MaterializeResult:
+        runner.run(context, spec.dvc_stage, spec.cli)
+        md, version = _metadata(spec, runner)
+        return dg.MaterializeResult(metadata=md, data_version=dg.DataVersion(version))
+
+    return _asset
+
+
+ASSETS = [_make_asset(s) for s in GRAPH]
+defs = dg.Definitions(assets=ASSETS)

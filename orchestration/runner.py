@@ -1,0 +1,80 @@
+"""Running a stage from Dagster: through DVC (default) or straight through the CLI.
+
+``dvc`` mode runs ``dvc repro --single-item <stage>``: DVC skips an up-to-date stage, records
+hashes in ``dvc.lock``, and ``dvc status`` stays clean after a Dagster run (lock-step).
+``cli`` mode runs ``sslops <stage>`` (no DVC needed, e.g. inside a cluster job).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+PROJECT_ENV = "SSLOPS_PROJECT_DIR"
+
+
+def project_dir() -> Path:
+    """The project root: ``$SSLOPS_PROJECT_DIR`` or the checkout this package lives in."""
+    env = os.environ.get(PROJECT_ENV)
+    return Path(env).resolve() if env else Path(__file__).resolve().parents[1]
+
+
+def dvc_executable(root: Path) -> str:
+    """``$SSLOPS_DVC``, the project's ``.venv-dvc/bin/dvc``, or ``dvc`` on PATH."""
+    for cand in (os.environ.get("SSLOPS_DVC"), str(root / ".venv-dvc" / "bin" / "dvc")):
+        if cand and Path(cand).is_file():
+            return cand
+    found = shutil.which("dvc")
+    if not found:
+        raise RuntimeError(
+            "dvc not found: run `make setup` (installs DVC into .venv-dvc) or set SSLOPS_DVC, "
+            "or use the runner in mode 'cli'"
+        )
+    return found
+
+
+def stage_env() -> dict[str, str]:
+    """Environment for stage subprocesses: this interpreter's bin dir first on PATH so that
+    ``sslops`` (called by dvc.yaml commands) resolves to the same installation."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("SSLOPS_NO_PROGRESS", "1")
+    return env
+
+
+def run_streaming(cmd: list[str], cwd: Path, log: Callable[[str], None]) -> tuple[int, str]:
+    """Run ``cmd``, forwarding each output line to ``log``; returns (exit code, output tail)."""
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=stage_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        if line:
+            log(line)
+            tail = (tail + [line])[-40:]
+    return proc.wait(), "\n".join(tail)
+
+
+def stage_command(mode: str, root: Path, dvc_stage: str, cli: tuple[str, ...], params_file: str) -> list[str]:
+    if mode == "dvc":
+        return [dvc_executable(root), "repro", "--single-item", dvc_stage]
+    if mode == "cli":
+        return [str(Path(sys.executable).parent / "sslops"), "--quiet", "--params", params_file, *cli]
+    raise ValueError(f"unknown runner mode {mode!r}: use 'dvc' or 'cli'")
+
+
+def dvc_lock_hashes(root: Path, dvc_stage: str) -> dict[str, str]:
+    """Output hashes DVC recorded for ``dvc_stage`` in dvc.lock (empty if not locked)."""
+    lock = root / "dvc.lock"
+    if not lock.is_file():
+        return {}
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    return {o["path"]: o.get("md5", "") for o in stages.get(dvc_stage, {}).get("outs", [])}

@@ -1,0 +1,173 @@
+"""Student / teacher networks of DINOv2 self-distillation (Oquab et al. 2023, §4; official
+``SSLMetaArch``).
+
+``SSLNet`` is one backbone plus its DINO head (and an optional separate iBOT head). Its
+``forward`` is the whole student computation of a step, so it can be wrapped in
+``DistributedDataParallel`` as one module. ``SSLModel`` holds the trained student, its EMA copy
+(the teacher in pretraining; the final model in distillation) and, for distillation, a frozen
+external teacher.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ssl_core.models.heads import DINOHead
+from ssl_core.models.vit import VisionTransformer
+
+__all__ = ["SSLModel", "SSLNet", "make_head_config"]
+
+
+def make_head_config(
+    out_dim: int,
+    hidden_dim: int,
+    bottleneck_dim: int,
+    nlayers: int = 3,
+    separate_ibot_head: bool = False,
+) -> dict[str, Any]:
+    """Head settings as a JSON-serialisable dict (stored next to the head weights)."""
+    return dict(
+        out_dim=int(out_dim),
+        hidden_dim=int(hidden_dim),
+        bottleneck_dim=int(bottleneck_dim),
+        nlayers=int(nlayers),
+        separate_ibot_head=bool(separate_ibot_head),
+    )
+
+
+class SSLNet(nn.Module):
+    """Backbone + DINO head (+ separate iBOT head).
+
+    Args:
+        backbone: The ViT.
+        head: Head settings from :func:`make_head_config`.
+    """
+
+    def __init__(self, backbone: VisionTransformer, head: dict[str, Any]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head_config = dict(head)
+        d = backbone.embed_dim
+
+        def mk() -> DINOHead:
+            return DINOHead(
+                d, head["out_dim"], head["hidden_dim"], head["bottleneck_dim"], head["nlayers"]
+            )
+
+        self.dino_head = mk()
+        self.ibot_head = mk() if head["separate_ibot_head"] else None
+
+    @property
+    def patch_head(self) -> DINOHead:
+        """Head used for masked patch tokens (shared with the CLS head unless separate)."""
+        return self.ibot_head if self.ibot_head is not None else self.dino_head
+
+    def heads_state_dict(self) -> dict[str, Tensor]:
+        """Head tensors only (``dino_head.*``, ``ibot_head.*``)."""
+        return {
+            k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")
+        }
+
+    def forward(
+        self, global_crops: Tensor, local_crops: Tensor | None, masks: Tensor, packed: bool
+    ) -> dict[str, Tensor]:
+        """Student pass over all crops.
+
+        Args:
+            global_crops: (n_g * B, C, G, G), crop-major.
+            local_crops: (n_l * B, C, L, L) crop-major, or None.
+            masks: bool (n_g * B, N) iBOT masks for the global crops.
+            packed: One packed forward of all crops instead of one per resolution.
+
+        Returns:
+            ``cls_global`` (n_g B, D) backbone CLS of the global crops; ``dino_logits``
+            (n_g B + n_l B, K) head outputs on all CLS tokens (globals first); ``ibot_logits``
+            (M, K) on the M masked patch tokens (``masks.nonzero()`` order).
+        """
+        xs = [global_crops] + ([local_crops] if local_crops is not None else [])
+        outs = self.backbone.forward_features_list(xs, [masks] + [None] * (len(xs) - 1), packed)
+        cls_g = outs[0]["x_norm_clstoken"]  # (n_g B, D)
+        cls_all = torch.cat([o["x_norm_clstoken"] for o in outs])  # (n_g B + n_l B, D)
+        patches = outs[0]["x_norm_patchtokens"][masks]  # (M, D)
+        if self.ibot_head is None:  # shared head: one call over CLS + masked patches
+            logits = self.dino_head(torch.cat((cls_all, patches)))
+            dino_logits, ibot_logits = logits.split([cls_all.shape[0], patches.shape[0]])
+        else:
+            dino_logits, ibot_logits = self.dino_head(cls_all), self.ibot_head(patches)
+        return {"cls_global": cls_g, "dino_logits": dino_logits, "ibot_logits": ibot_logits}
+
+    @torch.no_grad()
+    def teacher_forward(self, global_crops: Tensor, masks: Tensor) -> dict[str, Tensor]:
+        """Teacher pass: unmasked global crops only.
+
+        Returns:
+            ``cls`` (n_g B, D) normalised CLS; ``dino_logits`` (n_g B, K); ``ibot_logits``
+            (M, K) on the patch positions that the student saw masked.
+        """
+        out = self.backbone.forward_features(global_crops)
+        cls = out["x_norm_clstoken"]  # (n_g B, D)
+        patches = out["x_norm_patchtokens"][masks]  # (M, D)
+        if self.ibot_head is None:
+            logits = self.dino_head(torch.cat((cls, patches)))
+            dino_logits, ibot_logits = logits.split([cls.shape[0], patches.shape[0]])
+        else:
+            dino_logits, ibot_logits = self.dino_head(cls), self.ibot_head(patches)
+        return {"cls": cls, "dino_logits": dino_logits, "ibot_logits": ibot_logits}
+
+
+def _freeze(m: nn.Module) -> nn.Module:
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m.eval()
+
+
+class SSLModel(nn.Module):
+    """Student, its EMA copy and (distillation only) a frozen external teacher.
+
+    In pretraining ``teacher`` is None and the EMA copy provides the targets. In distillation
+    the frozen ``teacher`` provides them and the EMA copy is only the final model.
+
+    Args:
+        student: The trained network.
+        teacher: Frozen target network for distillation, or None.
+    """
+
+    def __init__(self, student: SSLNet, teacher: SSLNet | None = None) -> None:
+        super().__init__()
+        self.student = student
+        self.ema = _freeze(copy.deepcopy(student))
+        self.teacher = _freeze(teacher) if teacher is not None else None
+        if teacher is not None:
+            k_s, k_t = student.head_config["out_dim"], teacher.head_config["out_dim"]
+            if k_s != k_t:
+                raise ValueError(f"student head has {k_s} prototypes, teacher head {k_t}")
+
+    @property
+    def target(self) -> SSLNet:
+        """Network whose outputs are the targets (teacher if given, else the EMA)."""
+        return self.teacher if self.teacher is not None else self.ema
+
+    def train(self, mode: bool = True) -> SSLModel:
+        """Only the student ever trains; EMA and teacher stay in eval (no drop-path)."""
+        self.training = mode
+        self.student.train(mode)
+        self.ema.eval()
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        """Student + EMA tensors (the frozen teacher is an input, not state)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("teacher.")}
+
+    @torch.no_grad()
+    def update_teacher(self, m: float) -> None:
+        """EMA update ``ema <- m * ema + (1 - m) * student`` (all parameters)."""
+        ema_p = [p for p in self.ema.parameters()]
+        st_p = [p.detach() for p in self.student.parameters()]
+        torch._foreach_mul_(ema_p, m)
+        torch._foreach_add_(ema_p, st_p, alpha=1.0 - m)

@@ -1,0 +1,180 @@
+"""One DINOv2 training step (Oquab et al. 2023, §4; official ``SSLMetaArch.forward_backward``).
+
+    crops    = multi-crop(x)                   # 2 globals (G px) + L locals (G/2 px), on device
+    masks    = block masks on ~p of the globals, ratio U(0.1, 0.5)
+    teacher  : globals, no mask, no drop-path   -> CLS / patch prototype scores
+    P_t      = Sinkhorn-Knopp(scores / tau_t)  # or softmax centring
+    student  : masked globals + locals (packed or one forward per resolution)
+    L = w_dino * DINO(P_s(all crops), P_t(globals)) + w_ibot * iBOT(masked patches)
+        + w_koleo * sum_globals KoLeo(student CLS)
+
+Packing: on CUDA one packed forward saves kernel launches; on CPU the block-diagonal attention of
+a packed row does (sum of lengths)^2 work instead of sum(length^2), and was measured slower
+(see ``ssl_core.train.trainer`` docstring), so ``packed="auto"`` means packed on CUDA only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssl_core.data.augment import MultiCropAugmentation
+from ssl_core.data.masking import sample_masks
+from ssl_core.loss.centering import SoftmaxCenter, sinkhorn_knopp
+from ssl_core.loss.dino import DINOLoss
+from ssl_core.loss.ibot import IBOTPatchLoss
+from ssl_core.loss.koleo import KoLeoLoss
+from ssl_core.models.heads import cancel_last_layer_gradients
+from ssl_core.train.ssl_model import SSLModel
+
+__all__ = ["Losses", "resolve_packed", "train_step"]
+
+
+def resolve_packed(packed: str | bool, device: torch.device) -> bool:
+    """``auto`` → packed on CUDA, naive (one forward per crop size) elsewhere."""
+    if isinstance(packed, bool):
+        return packed
+    if packed == "auto":
+        return device.type == "cuda"
+    return packed == "true"
+
+
+class Losses(nn.Module):
+    """The loss terms plus the softmax-centring state (buffers, so they are checkpointed)."""
+
+    def __init__(self, out_dim: int, student_temp: float, centering: str) -> None:
+        super().__init__()
+        self.centering = centering
+        self.dino = DINOLoss(student_temp)
+        self.ibot = IBOTPatchLoss(student_temp)
+        self.koleo = KoLeoLoss()
+        self.dino_center = SoftmaxCenter(out_dim)
+        self.ibot_center = SoftmaxCenter(out_dim)
+
+    @torch.no_grad()
+    def teacher_probs(self, logits: Tensor, temp: float, center: SoftmaxCenter) -> Tensor:
+        """Centred, sharpened teacher targets (rows sum to 1). ``logits``: (n, K)."""
+        if logits.shape[0] == 0:
+            return logits.float()
+        if self.centering == "sinkhorn_knopp":
+            return sinkhorn_knopp(logits, temp, n_iterations=3)
+        probs = center.softmax_center_teacher(logits, temp)
+        center.update_center(logits)
+        return probs
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def _entropies(logits: Tensor, temp: float) -> tuple[float, float]:
+    """Mean per-sample entropy and entropy of the batch-mean distribution of softmax(t/temp)."""
+    p = torch.softmax(logits.float() / temp, dim=-1)  # (n, K)
+    h_sample = -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()
+    pm = p.mean(0)
+    h_mean = -(pm * torch.log(pm.clamp_min(1e-12))).sum()
+    return float(h_sample), float(h_mean)
+
+
+def train_step(
+    model: SSLModel,
+    student: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    losses: Losses,
+    images: Tensor,
+    augment: MultiCropAugmentation,
+    generator: torch.Generator,
+    sched: dict[str, float],
+    cfg: Any,
+    packed: bool,
+) -> dict[str, float]:
+    """Forward, backward, optimiser step and EMA update for one batch.
+
+    Args:
+        model: Student + EMA (+ frozen teacher); targets come from ``model.target``.
+        student: ``model.student`` or its ``DistributedDataParallel`` wrapper (called).
+        optimizer: AdamW over ``model.student`` with ``lr_multiplier``/``wd_multiplier`` groups.
+        losses: Loss terms (+ softmax centres).
+        images: (B, C, H, W) float images in [0, 1], already on the training device.
+        augment: Multi-crop augmentation (2 globals + ``cfg.n_local_crops`` locals).
+        generator: CPU generator for the augmentation and mask randomness of this step.
+        sched: Schedule values at this step (:meth:`Schedules.at`).
+        cfg: ``TrainConfig`` / ``DistillConfig`` (weights, mask settings, grad clip).
+        packed: Student forward with sequence packing.
+
+    Returns:
+        Floats: ``loss``, ``dino_loss``, ``ibot_loss``, ``koleo_loss``, ``grad_norm``,
+        ``teacher_entropy`` (mean per-sample), ``teacher_marginal_entropy`` (batch mean),
+        ``feature_std`` (normalised teacher CLS, std per dim averaged), ``n_masked``.
+    """
+    device = images.device
+    b = images.shape[0]
+    crops = augment(images, generator=generator)
+    n_g = len(crops["global"])
+    globals_ = torch.cat(crops["global"])  # (n_g B, C, G, G), crop-major
+    locals_ = torch.cat(crops["local"]) if crops["local"] else None  # (n_l B, C, L, L)
+    grid = globals_.shape[-1] // augment.patch_size
+    masks = sample_masks(
+        n_g * b,
+        (grid, grid),
+        mask_probability=cfg.mask_probability,
+        ratio_range=(cfg.mask_ratio_min, cfg.mask_ratio_max),
+        generator=generator,
+    ).to(device)  # (n_g B, N) bool
+
+    temp = sched["teacher_temp"]
+    with _autocast(device):
+        t_out = model.target.teacher_forward(globals_, masks)
+    t_dino = losses.teacher_probs(t_out["dino_logits"], temp, losses.dino_center)
+    t_ibot = losses.teacher_probs(t_out["ibot_logits"], temp, losses.ibot_center)
+
+    with _autocast(device):
+        s_out = student(globals_, locals_, masks, packed)
+    n_crops = s_out["dino_logits"].shape[0] // b
+    dino = losses.dino(list(s_out["dino_logits"].chunk(n_crops)), list(t_dino.chunk(n_g)))
+    ibot = (
+        losses.ibot(s_out["ibot_logits"], t_ibot, masks)
+        if masks.any()
+        else s_out["ibot_logits"].sum() * 0.0
+    )
+    koleo = sum(losses.koleo(c) for c in s_out["cls_global"].chunk(n_g))
+    loss = cfg.dino_weight * dino + cfg.ibot_weight * ibot + cfg.koleo_weight * koleo
+
+    lr, wd = sched["lr"], sched["wd"]
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g.get("lr_multiplier", 1.0)
+        g["weight_decay"] = wd * g.get("wd_multiplier", 1.0)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    frozen = sched["last_layer_lr_mult"] == 0.0
+    cancel_last_layer_gradients(model.student, 0 if frozen else 1, 1)
+    grad_norm = torch.nn.utils.clip_grad_norm_(
+        [p for p in model.student.parameters() if p.grad is not None], cfg.grad_clip
+    )
+    optimizer.step()
+    model.update_teacher(sched["momentum"])
+
+    with torch.no_grad():
+        feats = F.normalize(t_out["cls"].float(), dim=-1)
+        feature_std = float(feats.std(dim=0).mean())
+    h_sample, h_mean = _entropies(t_out["dino_logits"], temp)
+    return {
+        "loss": float(loss.detach()),
+        "dino_loss": float(dino.detach()),
+        "ibot_loss": float(ibot.detach()),
+        "koleo_loss": float(koleo.detach()) if torch.is_tensor(koleo) else float(koleo),
+        "grad_norm": float(grad_norm),
+        "teacher_entropy": h_sample,
+        "teacher_marginal_entropy": h_mean,
+        "log_k": math.log(t_out["dino_logits"].shape[-1]),
+        "feature_std": feature_std,
+        "n_masked": int(masks.sum()),
+    }
