@@ -1,0 +1,87 @@
+# Two entry points (README): `make demo` and `make test`. Both set up what they need first.
+# Setup is idempotent: a stamp records the hash of pyproject.toml; nothing reinstalls unless it
+# changes.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+DVC_VENV := .venv-dvc
+BIN := $(CURDIR)/$(VENV)/bin
+DVC := $(CURDIR)/$(DVC_VENV)/bin/dvc
+export PATH := $(BIN):$(PATH)
+export SSLOPS_DVC := $(DVC)
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+GPU ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1 || echo 0)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)-gpu$(GPU)
+DVC_STAMP := $(DVC_VENV)/.installed-dvc-3.67.1
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: setup demo test test-all ui lint dvc-repro pipeline clean-data data-check
+
+setup: $(STAMP) $(DVC_STAMP) data-check
+
+$(STAMP): pyproject.toml
+	@test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+ifeq ($(GPU),1)
+	@echo ">> GPU found: installing CUDA torch from PyPI and faiss's GPU build"
+	$(BIN)/pip install -q "torch>=2.13,<2.15"
+	$(BIN)/pip install -q -e ".[orchestration,dev]"
+	$(BIN)/pip uninstall -y -q faiss-cpu && $(BIN)/pip install -q "faiss-gpu-cu12==1.14.1.post1"
+else
+	@echo ">> CPU machine: installing torch==2.13.0 (CPU wheel) first"
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[orchestration,dev]"
+endif
+	@rm -f $(VENV)/.installed-* && touch $@
+
+# DVC lives in its own venv: its antlr4 pin breaks Dagster's asset selection parser.
+$(DVC_STAMP):
+	@test -d $(DVC_VENV) || $(PY) -m venv $(DVC_VENV)
+	$(DVC_VENV)/bin/pip install -q --upgrade pip
+	$(DVC_VENV)/bin/pip install -q "dvc==3.67.1"
+	@touch $@
+
+data-check:
+	@if [ ! -f $(FMNIST) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo ">> installing the demo data (dataset-fashion-mnist)"; \
+	    apt-get install -y -q dataset-fashion-mnist >/dev/null || \
+	      (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null); \
+	  else \
+	    echo "!! demo data missing: run 'sudo apt-get install -y dataset-fashion-mnist'"; \
+	    echo "!! (or set demo.source_dir in params.yaml to a folder with the Fashion-MNIST idx files)"; \
+	  fi; \
+	fi
+
+# The main job: the whole graph through Dagster (each asset runs its DVC stage, so dvc.lock,
+# `dvc status` and the Dagster UI agree). A second run reuses every result.
+demo: setup
+	@mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dg launch --job ssl_pipeline
+	@$(DVC) status
+	@echo ""
+	@echo "== Report: data/reports/report.md (metrics: data/reports/metrics.json)"
+	@cat data/reports/report.md
+	@echo "== Open the Dagster UI with: make ui"
+
+# The same graph with plain DVC (no Dagster).
+dvc-repro: setup
+	$(DVC) repro
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/pytest -m "not slow" -q
+
+test-all: setup
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+ui: setup
+	@mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dg dev
+
+clean-data:
+	rm -rf data/raw data/eval data/manifest data/embeddings data/dedup data/clusters \
+	  data/curated data/teacher data/students data/reports data/checks data/.cache dvc.lock
