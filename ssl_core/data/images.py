@@ -14,6 +14,9 @@ from PIL import Image
 # Refuse decompression bombs loudly instead of allocating gigabytes.
 Image.MAX_IMAGE_PIXELS = 16384 * 16384
 PARQUET_SEP = "::"
+# File signatures: an unidentifiable file that starts with one of these is a broken image, not
+# some other kind of file.
+_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ def probe(data: bytes) -> ImageInfo | str:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return "decompression_bomb"
     except Image.UnidentifiedImageError:
-        return "not_an_image"
+        return "corrupt_header" if data.startswith(_MAGIC) else "not_an_image"
     except (OSError, SyntaxError, ValueError) as e:
         msg = str(e).lower()
         return "truncated" if "truncat" in msg else f"decode_error: {type(e).__name__}"

@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny real image pools (scikit-learn's bundled digits, Fashion-MNIST when
+installed) and a small params file for end-to-end runs."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+torch.set_num_threads(2)
+os.environ.setdefault("SSLOPS_NO_PROGRESS", "1")
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def png_bytes(arr: np.ndarray, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def digits_pool(tmp_path: Path) -> Path:
+    """60 real 8x8 digit images upscaled to 16x16 PNGs, plus 4 broken files."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    pool = tmp_path / "pool"
+    (pool / "a").mkdir(parents=True)
+    for i in range(60):
+        img = (d.images[i] * 16).clip(0, 255).astype(np.uint8).repeat(2, 0).repeat(2, 1)
+        (pool / "a" / f"{i:03d}.png").write_bytes(png_bytes(img))
+    (pool / "a" / "empty.png").write_bytes(b"")
+    (pool / "a" / "text.jpg").write_bytes(b"not an image")
+    noise = np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)
+    good = png_bytes(noise)
+    (pool / "a" / "trunc.png").write_bytes(good[: len(good) // 2])
+    (pool / "a" / "header.png").write_bytes(good[:6])
+    return pool
+
+
+@pytest.fixture
+def fmnist_required() -> None:
+    if not (FMNIST / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("dataset-fashion-mnist not installed (apt-get install -y dataset-fashion-mnist)")

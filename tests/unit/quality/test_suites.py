@@ -1,0 +1,90 @@
+"""Each GX suite on data that passes and on data that must fail."""
+
+import polars as pl
+import pytest
+
+from ssl_core.config import IngestConfig, Params
+from ssl_core.data.manifest import build_manifest
+from ssl_core.quality.suites import curated_suite, dedup_suite, manifest_suite, training_suite
+from ssl_core.stages.ingest import mark_exact_duplicates
+
+
+@pytest.fixture
+def manifest(digits_pool):
+    return mark_exact_duplicates(build_manifest(digits_pool, IngestConfig(), progress=False))
+
+
+def _params(**sections):
+    return Params.model_validate(sections)
+
+
+def _failed(result):
+    return {(o.batch, o.expectation) for o in result.failures()}
+
+
+def test_manifest_suite_passes(manifest):
+    r = manifest_suite(manifest, _params(ingest={"max_quarantine_rate": 0.1}))
+    assert r.success, r.summary()
+
+
+def test_manifest_suite_fails_on_quarantine_rate(manifest):
+    r = manifest_suite(manifest, _params(ingest={"max_quarantine_rate": 0.01}))
+    assert not r.success
+    assert _failed(r) == {("quarantine_rate", "expect_column_mean_to_be_between")}
+
+
+def test_manifest_suite_fails_on_duplicate_kept_sha_and_schema(manifest):
+    bad = manifest.with_columns(
+        pl.when(pl.col("path") == "a/001.png").then(pl.lit(manifest["sha256"][0])).otherwise(pl.col("sha256")).alias("sha256")
+    )
+    r = manifest_suite(bad, _params(ingest={"max_quarantine_rate": 0.1}))
+    assert ("kept_rows", "expect_column_values_to_be_unique") in _failed(r)
+    r2 = manifest_suite(manifest.drop("mode"), _params(ingest={"max_quarantine_rate": 0.1}))
+    assert ("manifest", "expect_table_columns_to_match_set") in _failed(r2)
+
+
+def _kept(sims):
+    n = len(sims)
+    return pl.DataFrame({"path": [f"p{i}" for i in range(n)], "sha256": [f"{i:064x}" for i in range(n)],
+                         "emb_row": list(range(n)), "nearest_eval_path": ["e"] * n, "nearest_eval_sim": sims})
+
+
+def test_dedup_suite_pass_and_leak(tmp_path):
+    removed = pl.DataFrame({"path": ["x"], "sha256": ["0" * 64], "reason": ["near_duplicate"],
+                            "nearest_path": ["p0"], "similarity": [0.999]})
+    eval_ids = pl.DataFrame({"path": [], "label": [], "split": []}, schema={"path": pl.String, "label": pl.Int64, "split": pl.String})
+    params = _params(dedup={"decontam_threshold": 0.95, "min_kept_fraction": 0.5}, paths={"eval_dir": str(tmp_path)})
+    assert dedup_suite(_kept([0.5, 0.9]), removed, eval_ids, 3, params).success
+    leak = dedup_suite(_kept([0.5, 0.96]), removed, eval_ids, 3, params)
+    assert _failed(leak) == {("kept", "expect_column_max_to_be_between")}
+    too_few = dedup_suite(_kept([0.5]), removed, eval_ids, 10, params)
+    assert _failed(too_few) == {("kept_fraction", "expect_column_values_to_be_between")}
+
+
+def test_curated_suite_caps_size_and_quarantine(manifest, digits_pool):
+    ok = manifest.filter(pl.col("status") == "ok").head(20)
+    cur = ok.select("path", "sha256").with_columns(
+        pl.Series("cluster_l0", [i % 4 for i in range(20)]))
+    params = _params(paths={"pool": str(digits_pool)}, cluster={"levels": [4]},
+                     curate={"target_size": 20, "min_cluster_entropy": 0.9})
+    assert curated_suite(cur, manifest, {"top_level_cap": 5}, params).success
+    # cap violated + wrong size + a quarantined, unreadable file slipped in
+    q = manifest.filter(pl.col("status") == "quarantined").head(1).select("path", "sha256")
+    bad = pl.concat([cur, q.with_columns(pl.lit(0, pl.Int64).alias("cluster_l0"))])
+    r = curated_suite(bad, manifest, {"top_level_cap": 4}, params)
+    failed = _failed(r)
+    assert ("curated", "expect_table_row_count_to_equal") in failed
+    assert ("status_in_manifest", "expect_column_values_to_be_in_set") in failed
+    assert ("top_level_counts", "expect_column_max_to_be_between") in failed
+    skewed = cur.with_columns(pl.Series("cluster_l0", [0] * 19 + [1]))
+    r = curated_suite(skewed, manifest, {"top_level_cap": 20}, params)
+    assert _failed(r) == {("top_level_entropy", "expect_column_values_to_be_between")}
+
+
+def test_training_suite():
+    good = {"final_loss": 5.0, "feature_std": 0.05, "knn_top1": 0.5, "chance": 0.1}
+    assert training_suite(good, "t").success
+    collapsed = {**good, "feature_std": 0.0, "knn_top1": 0.1}
+    assert len(training_suite(collapsed, "t").failures()) == 2
+    nan = {**good, "final_loss": float("nan")}
+    assert not training_suite(nan, "t").success
