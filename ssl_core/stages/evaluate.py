@@ -36,9 +36,9 @@ def _models(params: Params) -> dict:
 
 def _report_md(metrics: dict) -> str:
     ks = sorted({int(k) for m in metrics["knn"].values() for k in m})
-    lines = ["# Evaluation report", "", "## kNN top-1 on the eval query set (cosine, T=%.2f)"
-             % metrics["knn_temperature"], "", "| model | " + " | ".join(f"k={k}" for k in ks) + " |",
-             "|---|" + "---|" * len(ks)]
+    temp = metrics["knn_temperature"]
+    lines = ["# Evaluation report", "", f"## kNN top-1 on the eval query set (cosine, T={temp:.2f})",
+             "", "| model | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
     for name, accs in metrics["knn"].items():
         lines.append(f"| {name} | " + " | ".join(f"{100 * accs[str(k)]:.1f} %" for k in ks) + " |")
     cur = metrics.get("curation")

@@ -1,0 +1,80 @@
+"""The DVC stage graph and the Dagster asset graph are the same graph."""
+
+from pathlib import Path
+
+import yaml
+
+from orchestration.definitions import defs as load_defs
+from orchestration.graph import GRAPH
+from ssl_core.config import load_params
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _render(value: str, paths: dict) -> str:
+    for k, v in paths.items():
+        value = value.replace("${paths." + k + "}", v)
+    return value
+
+
+def _dvc_graph() -> tuple[dict[str, set[str]], dict[str, str]]:
+    """Stage → upstream stages (from deps/outs), with check stages folded into their asset."""
+    paths = load_params(REPO / "params.yaml").paths.model_dump()
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    producer: dict[str, str] = {}
+    for name, st in stages.items():
+        for out in st.get("outs", []):
+            out = next(iter(out)) if isinstance(out, dict) else out
+            producer[_render(out, paths)] = name
+    checked = {s.check_stage: s.dvc_stage for s in GRAPH if s.check}
+    edges: dict[str, set[str]] = {}
+    for name, st in stages.items():
+        if name in checked:
+            continue
+        ups = set()
+        for dep in st.get("deps", []):
+            up = producer.get(_render(dep, paths))
+            if up:
+                ups.add(checked.get(up, up))
+        edges[name] = ups
+    return edges, {s.check_stage: s.dvc_stage for s in GRAPH if s.check}
+
+
+def test_same_stages_and_edges():
+    dvc_edges, _ = _dvc_graph()
+    stage_of = {s.asset: s.dvc_stage for s in GRAPH}
+    graph = load_defs().resolve_asset_graph()
+    dagster_edges = {}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        dagster_edges[stage_of[key.to_user_string()]] = {
+            stage_of[p.to_user_string()] for p in node.parent_keys
+        }
+    assert dagster_edges == dvc_edges
+
+
+def test_every_check_stage_gates_downstream_and_is_a_blocking_asset_check():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    d = load_defs()
+    checks = {k.name: k.asset_key.to_user_string() for k in d.resolve_asset_graph().asset_check_keys}
+    for spec in GRAPH:
+        if not spec.check:
+            continue
+        assert spec.check_stage in stages
+        assert checks[f"gx_{spec.check}"] == spec.asset
+        out = next(iter(stages[spec.check_stage]["outs"][0]))  if isinstance(stages[spec.check_stage]["outs"][0], dict) else stages[spec.check_stage]["outs"][0]
+        consumers = [n for n, st in stages.items() if out in st.get("deps", [])]
+        downstream = [s.dvc_stage for s in GRAPH if spec.asset in s.deps]
+        if downstream:
+            assert consumers, f"no stage waits for {spec.check_stage}"
+    for cdef in d.asset_checks:
+        for spec in cdef.check_specs:
+            assert spec.blocking, spec.key
+
+
+def test_stage_commands_are_the_cli():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for spec in GRAPH:
+        assert stages[spec.dvc_stage]["cmd"] == "sslops " + " ".join(spec.cli)
+        if spec.check:
+            assert stages[spec.check_stage]["cmd"] == f"sslops check {spec.check}"
