@@ -44,15 +44,17 @@ def stage_env() -> dict[str, str]:
     ``sslops`` (called by dvc.yaml commands) resolves to the same installation."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.setdefault("SSLOPS_NO_PROGRESS", "1")
     return env
 
 
 def run_streaming(cmd: list[str], cwd: Path, log: Callable[[str], None]) -> tuple[int, str]:
-    """Run ``cmd``, forwarding each output line to ``log``; returns (exit code, output tail)."""
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=stage_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    """Run ``cmd``, forwarding each stdout line to ``log``; returns (exit code, stdout tail).
+
+    stderr is inherited: progress bars and log lines reach the terminal (``make demo``) or
+    Dagster's captured compute logs live, while stdout (stage results, GX summaries, errors)
+    becomes Dagster log events.
+    """
+    proc = subprocess.Popen(cmd, cwd=cwd, env=stage_env(), stdout=subprocess.PIPE, text=True)
     tail: list[str] = []
     assert proc.stdout is not None
     for line in proc.stdout:

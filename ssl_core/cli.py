@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"stage": args.command, **stats}, default=str))
         return 0
     except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"sslops {args.command}: error: {e}", file=sys.stderr)
+        msg = f"sslops {args.command}: error: {e}"
+        print(msg, file=sys.stderr)
+        if not sys.stdout.isatty():
+            print(msg)  # orchestrators capture stdout into their logs and failure messages
         return 2
 
 

@@ -1,0 +1,80 @@
+"""Atomic, pickle-free training checkpoints made of named parts (torchtitan-style).
+
+A checkpoint is one ``torch.save`` file holding only tensors, numbers, strings, lists and
+dicts, so it loads with ``torch.load(weights_only=True)`` (no arbitrary unpickling). Parts:
+
+* ``model``: student + EMA (+ heads) state dict (a frozen distillation teacher is an input, not
+  state, and is left out);
+* ``losses``: loss buffers (softmax centres);
+* ``optimizer``: AdamW state;
+* ``train_state``: step, epoch, batch index inside the epoch (the dataloader position), counters;
+* ``rng``: torch CPU (and CUDA) generator states; the data order and the per-step augmentation /
+  mask generators are pure functions of (seed, epoch) and (seed, rank, step), so these plus the
+  position restore the exact stream;
+* ``config``: the JSON of the run's config, to refuse resuming a different run.
+
+Writes go to a temporary sibling and are renamed into place (``os.replace``), so a kill during a
+write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ssl_core.utils.atomic import atomic_path
+
+__all__ = ["get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state"]
+
+FORMAT_VERSION = 1
+
+
+def get_rng_state() -> dict[str, Any]:
+    """Global torch RNG states (CPU, and every CUDA device when available)."""
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`get_rng_state` (CUDA states ignored when CUDA is absent)."""
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, parts: dict[str, Any]) -> Path:
+    """Atomically write ``parts`` (named sub-dicts) to ``path``.
+
+    Args:
+        path: Destination file (``checkpoint.pt``).
+        parts: e.g. ``{"model": ..., "optimizer": ..., "train_state": ..., "rng": ...}``; values
+            must be loadable with ``weights_only=True`` (tensors, containers, primitives).
+
+    Returns:
+        The written path.
+    """
+    path = Path(path)
+    payload = {"format_version": FORMAT_VERSION, **parts}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (tensors on CPU).
+
+    Raises:
+        FileNotFoundError: No file at ``path``.
+        ValueError: Unknown format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(obj, dict) or obj.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: not a checkpoint of format version {FORMAT_VERSION}")
+    return obj

@@ -1,0 +1,62 @@
+"""A throw-away copy of the project with a tiny demo pool, for end-to-end runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+TINY = {
+    "demo": {"max_per_class": 60, "imbalance_ratio": 10, "exact_duplicates": 10,
+             "near_duplicates": 10, "broken_files": 4, "eval_bank_per_class": 20,
+             "eval_query_per_class": 10},
+    "cluster": {"levels": [12, 4], "n_resampling_steps": 1},
+    "curate": {"target_size": 80, "min_cluster_entropy": 0.5},
+    "train": {"epochs": 1, "max_steps": 3, "batch_size": 16},
+    "distill": {"epochs": 1, "max_steps": 2, "batch_size": 16},
+}
+
+
+def dvc_bin() -> str | None:
+    cand = os.environ.get("SSLOPS_DVC") or str(REPO / ".venv-dvc" / "bin" / "dvc")
+    return cand if Path(cand).is_file() else shutil.which("dvc")
+
+
+def make_tiny_project(dest: Path, overrides: dict | None = None, with_dvc: bool = True) -> Path:
+    """Copy code + pipeline files into ``dest``; write params.yaml with tiny sizes."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPO / "ssl_core", dest / "ssl_core", ignore=shutil.ignore_patterns("__pycache__"))
+    for f in ("dvc.yaml", ".dvcignore"):
+        if (REPO / f).exists():
+            shutil.copy(REPO / f, dest / f)
+    (dest / "data").mkdir(exist_ok=True)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in {**TINY, **(overrides or {})}.items():
+        params.setdefault(section, {}).update(values)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if with_dvc:
+        run(["git", "init", "-q"], dest)
+        run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "init"], dest)
+        run([dvc_bin(), "init", "-q"], dest)
+        run([dvc_bin(), "config", "core.analytics", "false"], dest)
+    return dest
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), e.get("PATH", "")])
+    e["SSLOPS_NO_PROGRESS"] = "1"
+    return e
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    p = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
+    if p.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p.stdout + p.stderr
