@@ -26,7 +26,6 @@ attention over all crops of an image), so ``packed: auto`` is naive on CPU, pack
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -496,7 +495,3 @@ def train_teacher(
     finally:
         rt.close()
 
-
-@contextlib.contextmanager
-def _noop() -> Iterator[None]:
-    yield

@@ -1,0 +1,62 @@
+"""Fixtures for the training tests: a few dozen tiny generated images on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ssl_core.config import TrainConfig
+
+
+def make_images(root: Path, n: int, seed: int = 0, size: int = 28) -> list[str]:
+    """``n`` grey PNGs of random rectangles / blobs (28x28, like Fashion-MNIST)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        img = np.zeros((size, size), np.float32)
+        for _ in range(rng.integers(1, 4)):
+            cy, cx = rng.uniform(4, size - 4, 2)
+            ry, rx = rng.uniform(2, 9, 2)
+            if rng.random() < 0.5:
+                img += ((abs(yy - cy) < ry) & (abs(xx - cx) < rx)) * rng.uniform(0.3, 1)
+            else:
+                img += np.exp(-(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)) * rng.uniform(0.3, 1)
+        name = f"img_{i:03d}.png"
+        Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8), mode="L").save(root / name)
+        paths.append(name)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def image_pool(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    root = tmp_path_factory.mktemp("pool")
+    return root, make_images(root, 64)
+
+
+def tiny_train_cfg(**overrides: object) -> TrainConfig:
+    """A CPU-cheap recipe: tiny backbone at 16 px, small heads, 2 local crops."""
+    base = dict(
+        preset="tiny",
+        image_size=16,
+        epochs=2,
+        batch_size=16,
+        out_dim=64,
+        head_hidden_dim=64,
+        head_bottleneck_dim=32,
+        n_local_crops=2,
+        num_register_tokens=2,
+        warmup_epochs=0.5,
+        freeze_last_layer_epochs=0.25,
+        teacher_temp_warmup_epochs=0.5,
+        log_every=2,
+        checkpoint_every=1000,
+        num_threads=2,
+        seed=0,
+    )
+    base.update(overrides)
+    return TrainConfig(**base)

@@ -1,0 +1,75 @@
+"""A few teacher-training steps on tiny generated images: outputs written, loss finite."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from ssl_core.models.official import load_backbone
+from ssl_core.train.trainer import CollapseError, train_teacher
+
+from .conftest import tiny_train_cfg
+
+SUMMARY_KEYS = {
+    "final_loss", "feature_std", "knn_top1", "chance", "steps", "images_per_s", "wall_s"
+}
+
+
+def test_train_teacher_writes_outputs(image_pool, tmp_path):
+    root, paths = image_pool
+    cfg = tiny_train_cfg(max_steps=4)
+    seen = []
+    summary = train_teacher(
+        cfg, root, paths, tmp_path, knn_probe=lambda m: 0.5, chance=0.1, progress=False,
+        on_step=lambda s, m: seen.append(m),
+    )
+    for name in ("model.safetensors", "head.safetensors", "config.json", "metrics.jsonl",
+                 "summary.json", "checkpoint.pt"):
+        assert (tmp_path / name).is_file(), name
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["steps"] == 4 and len(seen) == 4
+    assert math.isfinite(summary["final_loss"]) and summary["knn_top1"] == 0.5
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 4
+    lines = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [2, 4]
+    for key in ("loss", "lr", "wd", "momentum", "teacher_temp", "teacher_entropy",
+                "feature_std", "images_per_s", "ibot_loss", "koleo_loss"):
+        assert math.isfinite(lines[-1][key]), key
+    # schedules moved: lr warmed up, wd and momentum increased
+    assert seen[0]["lr"] < seen[1]["lr"] and seen[0]["wd"] < seen[-1]["wd"]
+    cfg_json = json.loads((tmp_path / "config.json").read_text())
+    assert cfg_json["train"]["max_steps"] == 4 and cfg_json["vit"]["img_size"] == 16
+    backbone = load_backbone(tmp_path / "model.safetensors")
+    assert backbone.num_register_tokens == 2
+    out = backbone(torch.rand(2, 3, 16, 16))
+    assert out.shape == (2, 192) and torch.isfinite(out).all()
+
+
+def test_no_probe_reports_zero(image_pool, tmp_path):
+    root, paths = image_pool
+    summary = train_teacher(tiny_train_cfg(max_steps=1), root, paths, tmp_path, progress=False)
+    assert summary["knn_top1"] == 0.0 and summary["knn_probed"] is False
+
+
+def test_nan_loss_raises(image_pool, tmp_path, monkeypatch):
+    root, paths = image_pool
+    import ssl_core.train.trainer as trainer
+
+    real = trainer.train_step
+
+    def nan_step(*args, **kwargs):
+        m = real(*args, **kwargs)
+        return {**m, "loss": float("nan")}
+
+    monkeypatch.setattr(trainer, "train_step", nan_step)
+    with pytest.raises(CollapseError, match="non-finite"):
+        train_teacher(tiny_train_cfg(max_steps=2), root, paths, tmp_path, progress=False)
+
+
+def test_too_small_dataset_is_a_clear_error(image_pool, tmp_path):
+    root, paths = image_pool
+    with pytest.raises(ValueError, match="less than one batch"):
+        train_teacher(tiny_train_cfg(), root, paths[:8], tmp_path, progress=False)
