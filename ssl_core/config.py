@@ -114,6 +114,9 @@ class TrainConfig(_Section):
     patch_embed_lr_mult: float = Field(0.2, gt=0, description="extra lr factor, patch embed")
     drop_path_rate: float = Field(0.0, ge=0, lt=1, description="student stochastic depth")
     num_register_tokens: int = Field(4, ge=0, description="register tokens in the backbone")
+    layerscale_init: float = Field(
+        1e-5, gt=0, description="layer-scale init (recipe 1e-5; larger learns faster in short runs)"
+    )
     out_dim: int = Field(1024, gt=0, description="DINO / iBOT prototypes K")
     head_hidden_dim: int = Field(512, gt=0, description="head MLP width")
     head_bottleneck_dim: int = Field(128, gt=0, description="head bottleneck width")
@@ -185,6 +188,7 @@ class DistillConfig(_Section):
     patch_embed_lr_mult: float = Field(0.2, gt=0, description="extra lr factor, patch embed")
     drop_path_rate: float = Field(0.0, ge=0, lt=1, description="student stochastic depth")
     num_register_tokens: int = Field(4, ge=0, description="register tokens in the student")
+    layerscale_init: float = Field(1e-5, gt=0, description="student layer-scale init")
     head_hidden_dim: int = Field(512, gt=0, description="student head MLP width")
     head_bottleneck_dim: int = Field(128, gt=0, description="student head bottleneck width")
     head_nlayers: int = Field(3, ge=1, description="Linear layers in the student head MLP")

@@ -180,7 +180,9 @@ def decontaminate(
         raise ValueError(f"dimension mismatch: pool {p.shape[1]} vs eval {e.shape[1]}")
     if len(e) == 0:
         return DecontamResult(
-            np.ones(len(p), bool), np.full((len(p), k), -1, np.int64), np.full((len(p), k), np.nan, np.float32)
+            np.ones(len(p), bool),
+            np.full((len(p), k), -1, np.int64),
+            np.full((len(p), k), np.nan, np.float32),
         )
     sims, ids = _knn(_ip_index(e), p, min(k, len(e)), batch_size)
     return DecontamResult(sims[:, 0] < threshold, ids, sims)

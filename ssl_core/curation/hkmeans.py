@@ -131,11 +131,13 @@ def _cluster_level(
     resample_init: str,
     spherical: bool,
     kpp_sample: int | None,
+    max_ppc: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ss = np.random.SeedSequence(seed)
     seeds = [int(s.generate_state(1)[0]) for s in ss.spawn(n_resampling + 1)]
     c, lab, dist = kmeans_with_distances(x, k, n_iter=n_iter, seed=seeds[0], init=init,
-                                         spherical=spherical, kpp_sample=kpp_sample)  # fmt: skip
+                                         spherical=spherical, kpp_sample=kpp_sample,
+                                         max_points_per_centroid=max_ppc)  # fmt: skip
     xa = x if not spherical else x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     if sample_size > 1:
         for r in range(n_resampling):
@@ -145,7 +147,8 @@ def _cluster_level(
             warm = c if resample_init == "warm" else None
             c, _, _ = kmeans_with_distances(xa[sel], k, n_iter=n_iter, seed=seeds[r + 1],
                                             init=init, spherical=spherical, init_centroids=warm,
-                                            kpp_sample=kpp_sample)  # fmt: skip
+                                            kpp_sample=kpp_sample,
+                                            max_points_per_centroid=max_ppc)  # fmt: skip
             lab, dist = assign(xa, c)
     return c, lab, dist
 
@@ -163,6 +166,7 @@ def hierarchical_kmeans(
     resample_init: Literal["kmeans++", "warm"] = "kmeans++",
     spherical: bool = False,
     kpp_sample: int | None = None,
+    max_points_per_centroid: int = 128,
 ) -> HKMeansResult:
     """Hierarchical k-means with resampling.
 
@@ -184,6 +188,8 @@ def hierarchical_kmeans(
             start from the current centroids (faster, slightly less balancing).
         spherical: cosine k-means.
         kpp_sample: subsample size for k-means++ seeding (see :func:`kmeans`).
+        max_points_per_centroid: Lloyd iterations train on at most ``k *`` this many random
+            points of a level (all points are assigned at the end); bounds level-0 cost.
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     levels = tuple(int(k) for k in levels)
@@ -196,7 +202,7 @@ def hierarchical_kmeans(
     ratios = [float(r) for r in _per_level(sample_size_ratio, n_lv, "sample_size_ratio")]
     common = {"data": _data_hash(x), "n_iter": n_iter, "seed": seed, "init": init,
               "resample_init": resample_init, "spherical": spherical, "kpp_sample": kpp_sample,
-              "v": 1}  # fmt: skip
+              "max_ppc": max_points_per_centroid, "v": 1}  # fmt: skip
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)
@@ -206,7 +212,9 @@ def hierarchical_kmeans(
         h = _hash([common, levels[: lvl + 1], steps[: lvl + 1], ratios[: lvl + 1]])
         names = {a: f"level{lvl}_{h}_{a}.npy" for a in ("centroids", "assignments", "distances")}
         if ckpt is not None and all((ckpt / f).exists() for f in names.values()):
-            c, lab, dist = (np.load(ckpt / names[a]) for a in ("centroids", "assignments", "distances"))
+            c, lab, dist = (
+                np.load(ckpt / names[a]) for a in ("centroids", "assignments", "distances")
+            )
             res.resumed_levels.append(lvl)
             if progress:
                 log.info("hkmeans level %d (k=%d): resumed from %s", lvl, k, ckpt)
@@ -215,7 +223,8 @@ def hierarchical_kmeans(
             s = max(1, round(ratios[lvl] * n / k))
             lvl_seed = int(np.random.SeedSequence([seed, lvl]).generate_state(1)[0])
             c, lab, dist = _cluster_level(cur, k, n_iter, steps[lvl], s, lvl_seed, init,
-                                          resample_init, spherical, kpp_sample)  # fmt: skip
+                                          resample_init, spherical, kpp_sample,
+                                          max_points_per_centroid)  # fmt: skip
             if ckpt is not None:
                 for a, arr in (("centroids", c), ("assignments", lab), ("distances", dist)):
                     _atomic_save(ckpt / names[a], arr)

@@ -65,9 +65,7 @@ def allocate(sizes: np.ndarray, target: int, rng: np.random.Generator) -> np.nda
     return out
 
 
-def _pick_in_clusters(
-    labels: np.ndarray, quota: np.ndarray, key: np.ndarray
-) -> np.ndarray:
+def _pick_in_clusters(labels: np.ndarray, quota: np.ndarray, key: np.ndarray) -> np.ndarray:
     """For each cluster c take the ``quota[c]`` members with the smallest ``key``."""
     order = np.lexsort((key, labels))
     lab = labels[order]
@@ -120,7 +118,9 @@ def balanced_sample(
     flat = [np.bincount(a0, minlength=n_clusters[0])]
     for lvl in range(1, len(assignments)):
         a = np.asarray(assignments[lvl], dtype=np.int64)
-        flat.append(np.bincount(a, weights=flat[lvl - 1], minlength=n_clusters[lvl]).astype(np.int64))
+        flat.append(
+            np.bincount(a, weights=flat[lvl - 1], minlength=n_clusters[lvl]).astype(np.int64)
+        )
 
     # top level: equal share per top cluster
     quota = allocate(flat[-1], target_size, rng)

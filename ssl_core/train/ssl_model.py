@@ -68,9 +68,7 @@ class SSLNet(nn.Module):
 
     def heads_state_dict(self) -> dict[str, Tensor]:
         """Head tensors only (``dino_head.*``, ``ibot_head.*``)."""
-        return {
-            k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")
-        }
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
 
     def forward(
         self, global_crops: Tensor, local_crops: Tensor | None, masks: Tensor, packed: bool

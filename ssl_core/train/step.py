@@ -9,8 +9,8 @@
         + w_koleo * sum_globals KoLeo(student CLS)
 
 Packing: on CUDA one packed forward saves kernel launches; on CPU the block-diagonal attention of
-a packed row does (sum of lengths)^2 work instead of sum(length^2), and was measured slower
-(see ``ssl_core.train.trainer`` docstring), so ``packed="auto"`` means packed on CUDA only.
+a packed row does (sum of lengths)^2 work instead of sum(length^2) and measured no faster (see
+``ssl_core.train.trainer`` docstring), so ``packed="auto"`` means packed on CUDA only.
 """
 
 from __future__ import annotations

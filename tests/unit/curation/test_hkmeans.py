@@ -72,7 +72,9 @@ def test_checkpoint_resume(data, tmp_path, monkeypatch):
     monkeypatch.setattr(hk, "_cluster_level", counting)
     again = hierarchical_kmeans(x, (40, 8), **kw)
     assert calls == [] and again.resumed_levels == [0, 1]
-    for a, b in zip(first.centroids + first.assignments, again.centroids + again.assignments, strict=True):
+    for a, b in zip(
+        first.centroids + first.assignments, again.centroids + again.assignments, strict=True
+    ):
         np.testing.assert_array_equal(a, b)
     # changing only the top level reuses level 0
     other = hierarchical_kmeans(x, (40, 5), **kw)

@@ -25,7 +25,9 @@ def make_images(root: Path, n: int, seed: int = 0, size: int = 28) -> list[str]:
             if rng.random() < 0.5:
                 img += ((abs(yy - cy) < ry) & (abs(xx - cx) < rx)) * rng.uniform(0.3, 1)
             else:
-                img += np.exp(-(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)) * rng.uniform(0.3, 1)
+                img += np.exp(-(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)) * rng.uniform(
+                    0.3, 1
+                )
         name = f"img_{i:03d}.png"
         Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8), mode="L").save(root / name)
         paths.append(name)
@@ -38,7 +40,7 @@ def image_pool(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str
     return root, make_images(root, 64)
 
 
-def tiny_train_cfg(**overrides: object) -> TrainConfig:
+def _tiny_train_cfg(**overrides: object) -> TrainConfig:
     """A CPU-cheap recipe: tiny backbone at 16 px, small heads, 2 local crops."""
     base = dict(
         preset="tiny",
@@ -55,8 +57,14 @@ def tiny_train_cfg(**overrides: object) -> TrainConfig:
         teacher_temp_warmup_epochs=0.5,
         log_every=2,
         checkpoint_every=1000,
-        num_threads=2,
+        num_threads=1,
         seed=0,
     )
     base.update(overrides)
     return TrainConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def tiny_train_cfg():
+    """Factory: ``tiny_train_cfg(max_steps=4, ...)`` -> a cheap :class:`TrainConfig`."""
+    return _tiny_train_cfg

@@ -11,32 +11,58 @@ import torch
 from ssl_core.models.official import load_backbone
 from ssl_core.train.trainer import CollapseError, train_teacher
 
-from .conftest import tiny_train_cfg
-
 SUMMARY_KEYS = {
-    "final_loss", "feature_std", "knn_top1", "chance", "steps", "images_per_s", "wall_s"
+    "final_loss",
+    "feature_std",
+    "knn_top1",
+    "chance",
+    "steps",
+    "images_per_s",
+    "wall_s",
 }
 
 
-def test_train_teacher_writes_outputs(image_pool, tmp_path):
+def test_train_teacher_writes_outputs(image_pool, tmp_path, tiny_train_cfg):
     root, paths = image_pool
     cfg = tiny_train_cfg(max_steps=4)
     seen = []
     summary = train_teacher(
-        cfg, root, paths, tmp_path, knn_probe=lambda m: 0.5, chance=0.1, progress=False,
+        cfg,
+        root,
+        paths,
+        tmp_path,
+        knn_probe=lambda m: 0.5,
+        chance=0.1,
+        progress=False,
         on_step=lambda s, m: seen.append(m),
     )
-    for name in ("model.safetensors", "head.safetensors", "config.json", "metrics.jsonl",
-                 "summary.json", "checkpoint.pt"):
+    for name in (
+        "model.safetensors",
+        "head.safetensors",
+        "config.json",
+        "metrics.jsonl",
+        "summary.json",
+        "checkpoint.pt",
+    ):
         assert (tmp_path / name).is_file(), name
-    assert SUMMARY_KEYS <= set(summary)
+    assert set(summary) >= SUMMARY_KEYS
     assert summary["steps"] == 4 and len(seen) == 4
     assert math.isfinite(summary["final_loss"]) and summary["knn_top1"] == 0.5
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 4
     lines = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [2, 4]
-    for key in ("loss", "lr", "wd", "momentum", "teacher_temp", "teacher_entropy",
-                "feature_std", "images_per_s", "ibot_loss", "koleo_loss"):
+    for key in (
+        "loss",
+        "lr",
+        "wd",
+        "momentum",
+        "teacher_temp",
+        "teacher_entropy",
+        "feature_std",
+        "images_per_s",
+        "ibot_loss",
+        "koleo_loss",
+    ):
         assert math.isfinite(lines[-1][key]), key
     # schedules moved: lr warmed up, wd and momentum increased
     assert seen[0]["lr"] < seen[1]["lr"] and seen[0]["wd"] < seen[-1]["wd"]
@@ -48,13 +74,13 @@ def test_train_teacher_writes_outputs(image_pool, tmp_path):
     assert out.shape == (2, 192) and torch.isfinite(out).all()
 
 
-def test_no_probe_reports_zero(image_pool, tmp_path):
+def test_no_probe_reports_zero(image_pool, tmp_path, tiny_train_cfg):
     root, paths = image_pool
     summary = train_teacher(tiny_train_cfg(max_steps=1), root, paths, tmp_path, progress=False)
     assert summary["knn_top1"] == 0.0 and summary["knn_probed"] is False
 
 
-def test_nan_loss_raises(image_pool, tmp_path, monkeypatch):
+def test_nan_loss_raises(image_pool, tmp_path, monkeypatch, tiny_train_cfg):
     root, paths = image_pool
     import ssl_core.train.trainer as trainer
 
@@ -69,7 +95,24 @@ def test_nan_loss_raises(image_pool, tmp_path, monkeypatch):
         train_teacher(tiny_train_cfg(max_steps=2), root, paths, tmp_path, progress=False)
 
 
-def test_too_small_dataset_is_a_clear_error(image_pool, tmp_path):
+def test_too_small_dataset_is_a_clear_error(image_pool, tmp_path, tiny_train_cfg):
     root, paths = image_pool
     with pytest.raises(ValueError, match="less than one batch"):
         train_teacher(tiny_train_cfg(), root, paths[:8], tmp_path, progress=False)
+
+
+def test_launch_entry_point(image_pool, tmp_path, tiny_train_cfg, capsys):
+    import polars as pl
+    import yaml
+
+    from ssl_core.train.launch import main
+
+    root, paths = image_pool
+    cfg = tiny_train_cfg(max_steps=1)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": cfg.model_dump(mode="json")}))
+    pl.DataFrame({"path": paths}).write_parquet(tmp_path / "curated.parquet")
+    argv = ["--params", str(tmp_path / "params.yaml"), "--role", "teacher", "--root", str(root)]
+    argv += ["--paths-file", str(tmp_path / "curated.parquet"), "--out", str(tmp_path / "t")]
+    summary = main([*argv, "--no-progress"])
+    assert summary["steps"] == 1 and (tmp_path / "t" / "model.safetensors").is_file()
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 1

@@ -1,0 +1,174 @@
+"""Distillation of a small student from a frozen teacher (DINOv2, Oquab et al. 2023, §5 "Model
+distillation"; upstream code not released).
+
+The teacher (``teacher_dir/model.safetensors`` + ``head.safetensors`` written by
+:func:`ssl_core.train.trainer.train_teacher`) is frozen: no EMA, no masking, no drop-path. The
+student (a fresh backbone + its own head with the teacher's K prototypes) is trained with the
+same losses on the teacher's outputs, with iBOT on both global crops (``mask_probability`` 1 by
+default). The EMA of the student is the final model; it is written in the same files as the
+teacher (``model.safetensors``, ``head.safetensors``, ``config.json``, ``metrics.jsonl``,
+``summary.json``, ``checkpoint.pt``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+from torch import nn
+
+from ssl_core.config import DistillConfig
+from ssl_core.models.official import load_backbone
+from ssl_core.models.presets import get_config, list_presets
+from ssl_core.models.vit import VisionTransformer, ViTConfig
+from ssl_core.train.ssl_model import SSLModel, SSLNet, make_head_config
+from ssl_core.train.trainer import HEAD, HEAD_METADATA_KEY, MODEL, Runtime, StepHook, fit
+
+__all__ = ["STUDENT_PRESETS", "distill_student", "load_teacher", "student_config"]
+
+STUDENT_PRESETS: dict[str, ViTConfig] = {
+    # ~0.8 M parameters: a quarter of ``tiny``'s compute at 32 px.
+    "tiny_student": ViTConfig(img_size=32, patch_size=4, embed_dim=128, depth=4, num_heads=2),
+}
+"""Student architectures not (yet) in ``ssl_core.models.presets``; presets there win."""
+
+
+def student_config(name: str, **overrides: Any) -> ViTConfig:
+    """Config of a student preset (``ssl_core.models.presets`` first, then :data:`STUDENT_PRESETS`)."""
+    if name in list_presets():
+        return get_config(name, **overrides)
+    if name in STUDENT_PRESETS:
+        return ViTConfig.from_dict({**STUDENT_PRESETS[name].to_dict(), **overrides})
+    valid = sorted(set(list_presets()) | set(STUDENT_PRESETS))
+    raise ValueError(f"unknown student preset {name!r}; valid names: {', '.join(valid)}")
+
+
+def load_teacher(teacher_dir: Path) -> tuple[SSLNet, dict[str, Any]]:
+    """Frozen teacher backbone + head from a ``train_teacher`` output folder.
+
+    Returns:
+        ``(net, config_json)``: the network (eval mode) and the folder's ``config.json``
+        (empty dict when absent).
+
+    Raises:
+        FileNotFoundError: ``model.safetensors`` or ``head.safetensors`` is missing (a bare
+            backbone, e.g. an official DINOv2 release, has no prototype head to distil from).
+    """
+    teacher_dir = Path(teacher_dir)
+    model_path, head_path = teacher_dir / MODEL, teacher_dir / HEAD
+    if not model_path.is_file():
+        raise FileNotFoundError(f"teacher backbone not found: {model_path}")
+    if not head_path.is_file():
+        raise FileNotFoundError(
+            f"teacher head not found: {head_path}. Distillation matches the teacher's prototype "
+            "outputs, so it needs the DINO head written by train_teacher (head.safetensors)."
+        )
+    backbone: VisionTransformer = load_backbone(model_path)
+    with safe_open(str(head_path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if HEAD_METADATA_KEY not in meta:
+        raise ValueError(f"{head_path}: no '{HEAD_METADATA_KEY}' metadata")
+    net = SSLNet(backbone, json.loads(meta[HEAD_METADATA_KEY]))
+    missing, unexpected = net.load_state_dict(load_file(str(head_path)), strict=False)
+    if unexpected or any(not k.startswith("backbone.") for k in missing):
+        raise ValueError(f"{head_path}: head keys do not match ({missing[:3]}, {unexpected[:3]})")
+    cfg_path = teacher_dir / "config.json"
+    config_json = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    return net.eval(), config_json
+
+
+def distill_student(
+    cfg: DistillConfig,
+    student_preset: str,
+    teacher_dir: Path,
+    root: Path,
+    paths: list[str],
+    out_dir: Path,
+    knn_probe: Callable[[nn.Module], float] | None = None,
+    chance: float = 0.1,
+    resume: bool = True,
+    progress: bool = True,
+    on_step: StepHook | None = None,
+) -> dict[str, Any]:
+    """Distil ``student_preset`` from the teacher in ``teacher_dir``; write ``out_dir``.
+
+    Args:
+        cfg: Recipe (``params.yaml`` ``distill:``).
+        student_preset: Backbone preset of the student (see :func:`student_config`).
+        teacher_dir: Output folder of ``train_teacher`` (model + head safetensors).
+        root: Pool root the paths are relative to.
+        paths: Curated image paths.
+        out_dir: Output folder (same files as the teacher's).
+        knn_probe: Called with the final EMA student backbone; kNN top-1 in [0, 1].
+        chance: Chance-level accuracy, copied into the summary.
+        resume: Continue from ``out_dir/checkpoint.pt`` written with the same cfg.
+        progress: tqdm bar (rank 0).
+        on_step: Called as ``on_step(step, metrics)`` after every step.
+
+    Returns:
+        The summary dict (rank 0).
+
+    Raises:
+        FileNotFoundError: Teacher backbone or head missing.
+        ValueError: Unknown preset; teacher / student patch sizes differ while iBOT is on.
+    """
+    rt = Runtime.start(cfg.num_threads)
+    try:
+        teacher, teacher_json = load_teacher(Path(teacher_dir))
+        image_size = (
+            cfg.image_size
+            or teacher_json.get("train", {}).get("image_size")
+            or teacher.backbone.config.img_size
+        )
+        torch.manual_seed(cfg.seed)
+        s_cfg = student_config(
+            student_preset,
+            img_size=image_size,
+            num_register_tokens=cfg.num_register_tokens,
+            drop_path_rate=cfg.drop_path_rate,
+            layerscale_init=cfg.layerscale_init,
+        )
+        if cfg.ibot_weight > 0 and s_cfg.patch_size != teacher.backbone.patch_size:
+            raise ValueError(
+                f"student patch {s_cfg.patch_size} != teacher patch "
+                f"{teacher.backbone.patch_size}: iBOT needs aligned patch grids "
+                "(set distill.ibot_weight: 0)"
+            )
+        t_head = teacher.head_config
+        head = make_head_config(
+            t_head["out_dim"],
+            cfg.head_hidden_dim,
+            cfg.head_bottleneck_dim,
+            cfg.head_nlayers,
+            t_head["separate_ibot_head"],
+        )
+        model = SSLModel(SSLNet(VisionTransformer(s_cfg), head), teacher=teacher)
+        config_json = {
+            "role": "student",
+            "student_preset": student_preset,
+            "teacher_dir": str(teacher_dir),
+            "teacher_vit": teacher.backbone.config.to_dict(),
+            "distill": cfg.model_dump(mode="json"),
+        }
+        return fit(
+            cfg,
+            rt,
+            model,
+            int(image_size),
+            Path(root),
+            list(paths),
+            Path(out_dir),
+            config_json,
+            knn_probe,
+            chance,
+            resume,
+            progress,
+            on_step,
+        )
+    finally:
+        rt.close()
