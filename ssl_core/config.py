@@ -65,6 +65,9 @@ class EmbedConfig(_Section):
     image_size: int = Field(32, gt=0)
     batch_size: int = Field(256, gt=0)
     seed: int = 0
+    shard_size: int = Field(
+        4096, gt=0, description="images per embedding-cache shard (a crash loses at most one)"
+    )
 
 
 class DedupConfig(_Section):

@@ -37,12 +37,21 @@ def curation_report(eval_dir: Path, manifest: pl.DataFrame, removed: pl.DataFram
     rng = np.random.default_rng(seed)
     rand = raw[rng.choice(len(raw), size=min(curated.height, len(raw)), replace=False)]
     cur = curated.join(labels, on="path")["label"].to_numpy()
-    planted = labels.filter(pl.col("origin").is_in(["exact_duplicate", "near_duplicate"]))
-    found = planted.join(removed.select("path", "reason"), on="path", how="left")
-    by_origin = {
-        o: {"planted": int(g.height), "removed": int(g["reason"].is_not_null().sum())}
-        for (o,), g in found.group_by("origin")
-    }
+    # A planted copy is resolved when at most one member of its group (the original and all
+    # its copies) survives dedup; which member survives (first path) does not matter.
+    removed_paths = removed.select("path", pl.lit(False).alias("kept"))
+    survived = ok.select("path", "source_index", "origin").join(removed_paths, on="path", how="left")
+    survived = survived.with_columns(pl.col("kept").fill_null(True))
+    groups = survived.filter(pl.col("source_index") >= 0).group_by("source_index").agg(
+        pl.col("kept").sum().alias("survivors"), pl.col("origin")
+    )
+    by_origin = {}
+    for origin in ("exact_duplicate", "near_duplicate"):
+        g = groups.filter(pl.col("origin").list.contains(origin))
+        by_origin[origin] = {
+            "planted_groups": g.height,
+            "resolved": int((g["survivors"] <= 1).sum()),
+        }
     broken = labels.filter(pl.col("origin").str.starts_with("broken"))
     quarantined = broken.join(manifest.select("path", "status"), on="path")
     return {

@@ -10,6 +10,8 @@ from ssl_core.models.vit import VisionTransformer, ViTConfig
 _PRESETS: dict[str, ViTConfig] = {
     # CPU demos on 32 px images (patch 4 → 8x8 grid).
     "tiny": ViTConfig(img_size=32, patch_size=4, embed_dim=192, depth=6, num_heads=3),
+    # CPU demo student (~0.8 M parameters, a quarter of tiny's compute at 32 px).
+    "tiny_student": ViTConfig(img_size=32, patch_size=4, embed_dim=128, depth=4, num_heads=2),
     # DINOv2 ViT-S/14 .. ViT-g/14 at the 224 px training resolution.
     "small": ViTConfig(img_size=224, patch_size=14, embed_dim=384, depth=12, num_heads=6),
     "base": ViTConfig(img_size=224, patch_size=14, embed_dim=768, depth=12, num_heads=12),

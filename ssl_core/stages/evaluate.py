@@ -47,7 +47,9 @@ def _report_md(metrics: dict) -> str:
                   "|---|---|---|---|"]
         for name, d in cur["class_distribution"].items():
             lines.append(f"| {name} | {d['entropy_normalised']:.3f} | {d['max_min_ratio']:.1f} | {d['counts']} |")
-        lines += ["", f"Planted duplicates removed: {json.dumps(cur['planted_duplicates'])}",
+        lines += ["", "Planted duplicate groups with at most one survivor: "
+                  + ", ".join(f"{o}: {d['resolved']}/{d['planted_groups']}"
+                              for o, d in cur["planted_duplicates"].items()),
                   f"Broken files quarantined: {cur['broken_files']['quarantined']} / {cur['broken_files']['planted']}"]
     lines += ["", "Lineage of every input: see `lineage.json` next to each artifact."]
     return "\n".join(lines) + "\n"

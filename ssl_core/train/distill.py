@@ -24,28 +24,19 @@ from torch import nn
 
 from ssl_core.config import DistillConfig
 from ssl_core.models.official import load_backbone
-from ssl_core.models.presets import get_config, list_presets
+from ssl_core.models.presets import get_config
 from ssl_core.models.vit import VisionTransformer, ViTConfig
 from ssl_core.train.ssl_model import SSLModel, SSLNet, make_head_config
 from ssl_core.train.trainer import HEAD, HEAD_METADATA_KEY, MODEL, Runtime, StepHook, fit
 
-__all__ = ["STUDENT_PRESETS", "distill_student", "load_teacher", "student_config"]
+__all__ = ["distill_student", "load_teacher", "student_config"]
 
-STUDENT_PRESETS: dict[str, ViTConfig] = {
-    # ~0.8 M parameters: a quarter of ``tiny``'s compute at 32 px.
-    "tiny_student": ViTConfig(img_size=32, patch_size=4, embed_dim=128, depth=4, num_heads=2),
-}
-"""Student architectures not (yet) in ``ssl_core.models.presets``; presets there win."""
+
 
 
 def student_config(name: str, **overrides: Any) -> ViTConfig:
-    """Config of a student preset (``ssl_core.models.presets`` first, then :data:`STUDENT_PRESETS`)."""
-    if name in list_presets():
-        return get_config(name, **overrides)
-    if name in STUDENT_PRESETS:
-        return ViTConfig.from_dict({**STUDENT_PRESETS[name].to_dict(), **overrides})
-    valid = sorted(set(list_presets()) | set(STUDENT_PRESETS))
-    raise ValueError(f"unknown student preset {name!r}; valid names: {', '.join(valid)}")
+    """Config of a student preset from :mod:`ssl_core.models.presets` (ValueError lists names)."""
+    return get_config(name, **overrides)
 
 
 def load_teacher(teacher_dir: Path) -> tuple[SSLNet, dict[str, Any]]:

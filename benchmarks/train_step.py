@@ -1,0 +1,603 @@
+"""Training-step benchmark: packed vs naive multi-crop student forward (``train_step``).
+
+One measured step is exactly :func:`ssl_core.train.step.train_step`: student multi-crop forward +
+backward, teacher (EMA) forward, Sinkhorn-Knopp targets, DINO + iBOT + KoLeo losses, AdamW step,
+gradient clipping and the EMA update. The multi-crop augmentation is *not* timed: the crops of
+each input batch are computed once before timing (with the real ``MultiCropAugmentation``) and
+replayed, so the numbers are the model's cost and the augmentation's CPU time does not dilute the
+packed/naive ratio.
+
+Both paths start from the same initial weights (``build_teacher_model`` seeds the init), see the
+same images, crops and iBOT masks at every step, and run with drop-path 0, so their first-step
+losses must agree to float rounding; the benchmark asserts it (fp32: relative 1e-4; CUDA bf16
+autocast: relative 2e-2). Throughput: ``warmup`` untimed steps per path, then ``repeats`` rounds
+of ``steps`` timed steps per path, alternating packed / naive (and which goes first) so that
+machine-load drift hits both; reported: median img/s per path and the median of the per-round
+packed/naive ratios. Peak memory: one fresh subprocess per (preset, path) — ``ru_maxrss`` on CPU
+(peak and increase over the RSS after building the model), ``torch.cuda.max_memory_allocated``
+on CUDA.
+
+Presets (``--presets``): ``tiny`` (32 px globals, 16 px locals, patch 4, 8 locals, 1024
+prototypes), ``tiny_l2`` (the same with the 2 locals of ``params.yaml``), ``small`` (ViT-S/14,
+2 x 224 + 8 x 98, DINOv2 head: 65536 prototypes, 2048 hidden, 256 bottleneck) and ``base``
+(ViT-B/14, same crops and head). 4 register tokens everywhere (project default). ``--small-size
+112`` runs small/base at 112/56 px (for slow CPUs). On CUDA the step runs under bf16 autocast
+(as ``train_step`` does).
+
+Model FLOPs (MFU numerator; same for both paths, so packed's masked-out attention is not
+counted). A ViT forward over one image of n tokens (CLS + R registers + N patches), width D,
+depth L, FFN hidden H, patch P, C channels:
+
+    F_vit(n) = 2 N C P^2 D                      # patch embedding
+             + L * (8 n D^2                     # qkv (6 n D^2) + output proj (2 n D^2)
+                    + 4 n D H                   # MLP fc1 + fc2 (SwiGLU: 6 n D H)
+                    + 4 n^2 D)                  # QK^T and AV
+
+and a head forward costs F_head = sum over its Linear layers of 2 * in * out per token. Per step
+with B images, n_g = 2 globals of n_G tokens, n_l locals of n_L tokens and M masked patches:
+
+    F_step = 3 * [B (n_g F_vit(n_G) + n_l F_vit(n_L)) + ((n_g + n_l) B + M) F_head]   # student
+           +     [B n_g F_vit(n_G) + (n_g B + M) F_head]                               # teacher
+
+(forward + backward = 3 x forward). Layer norms, softmax, losses, Sinkhorn, the optimiser and the
+EMA are not counted (< 1 %). MFU = F_step / step time / bf16 dense peak of the device
+(``BF16_PEAK_TFLOPS``).
+
+Usage::
+
+    .venv/bin/python benchmarks/train_step.py                       # CPU: tiny, tiny_l2, small
+    .venv/bin/python benchmarks/train_step.py --presets tiny --steps 2 --repeats 3
+    python benchmarks/train_step.py --device cuda --presets small base   # on a GPU machine
+"""
+
+from __future__ import annotations
+
+import os
+
+if __name__ == "__main__":  # before torch is imported: idle OpenMP threads must not spin
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ssl_core.config import TrainConfig  # noqa: E402
+from ssl_core.data.augment import MultiCropAugmentation, MultiCropConfig  # noqa: E402
+from ssl_core.models.param_groups import param_groups  # noqa: E402
+from ssl_core.models.vit import VisionTransformer  # noqa: E402
+from ssl_core.train.ssl_model import SSLModel  # noqa: E402
+from ssl_core.train.step import Losses, train_step  # noqa: E402
+from ssl_core.train.trainer import build_teacher_model  # noqa: E402
+
+# Dense bf16 tensor-core peaks (no 2:4 sparsity), TFLOP/s, from the vendor data sheets.
+BF16_PEAK_TFLOPS: dict[str, float] = {
+    "H200": 989.4,  # SXM (NVL: 835)
+    "H100 SXM": 989.4,
+    "H100 NVL": 835.0,
+    "H100 PCIe": 756.0,
+    "A100": 312.0,  # SXM and PCIe
+}
+
+# Preset: backbone, global px, locals, head; default batch per device.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(preset="tiny", image_size=32, n_local=8, out_dim=1024, head_hidden_dim=512,
+                 head_bottleneck_dim=128, batch={"cpu": 32, "cuda": 256}),
+    "tiny_l2": dict(preset="tiny", image_size=32, n_local=2, out_dim=1024, head_hidden_dim=512,
+                    head_bottleneck_dim=128, batch={"cpu": 32, "cuda": 256}),
+    "small": dict(preset="small", image_size=224, n_local=8, out_dim=65536, head_hidden_dim=2048,
+                  head_bottleneck_dim=256, batch={"cpu": 4, "cuda": 64}),
+    "base": dict(preset="base", image_size=224, n_local=8, out_dim=65536, head_hidden_dim=2048,
+                 head_bottleneck_dim=256, batch={"cpu": 2, "cuda": 64}),
+}  # fmt: skip
+
+# Fixed schedule values (post-warm-up, prototypes trainable): the step's cost does not depend on
+# them, and fixed values keep both paths' optimisation identical.
+SCHED = {"lr": 5e-4, "wd": 0.04, "momentum": 0.992, "teacher_temp": 0.04,
+         "last_layer_lr_mult": 1.0}  # fmt: skip
+
+RESULT_KEYS = (
+    "preset", "device", "batch", "global_px", "local_px", "n_local", "tokens_global",
+    "tokens_local", "packed_row_tokens", "loss_packed", "loss_naive", "loss_rel_diff",
+    "img_s_packed", "img_s_naive", "ratio_packed_over_naive", "img_s_packed_reps",
+    "img_s_naive_reps", "ratios", "flops_per_step", "tflops_packed", "tflops_naive",
+    "mfu_packed", "mfu_naive", "peak_tflops", "steps", "warmup", "repeats",
+)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- setup
+class _ReplayAugment:
+    """Stands in for ``MultiCropAugmentation`` inside ``train_step``: returns crops computed once
+    per input batch (keyed by ``data_ptr``), and draws one number from the generator exactly as
+    the real augmentation does, so the mask randomness that follows is unchanged."""
+
+    def __init__(self, augment: MultiCropAugmentation, batches: list[torch.Tensor]) -> None:
+        self.patch_size = augment.patch_size
+        self._crops = {
+            b.data_ptr(): augment(b, seed=1000 + i) for i, b in enumerate(batches)
+        }  # fmt: skip
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> dict[str, list]:
+        torch.randint(0, 2**62, (), generator=generator)
+        return self._crops[images.data_ptr()]
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything one path needs to run training steps."""
+
+    model: SSLModel
+    optimizer: torch.optim.Optimizer
+    losses: Losses
+    augment: _ReplayAugment
+    cfg: TrainConfig
+    images: list[torch.Tensor]
+    device: torch.device
+    packed: bool
+    seed: int
+    step: int = 0
+
+
+def resolve_spec(name: str, size: int | None = None) -> dict[str, Any]:
+    """Preset spec with ``image_size`` replaced by ``size`` for the ViT-S/B presets."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
+    spec = dict(PRESETS[name], name=name)
+    if size is not None and spec["preset"] in ("small", "base"):
+        spec["image_size"] = size
+    return spec
+
+
+def build_setup(
+    spec: dict[str, Any], batch: int, device: torch.device, packed: bool, seed: int = 0
+) -> Setup:
+    """Model, optimiser, losses, two fixed input batches and their crops for one path."""
+    cfg = TrainConfig(
+        preset=spec["preset"],
+        image_size=spec["image_size"],
+        batch_size=batch,
+        n_local_crops=spec["n_local"],
+        out_dim=spec["out_dim"],
+        head_hidden_dim=spec["head_hidden_dim"],
+        head_bottleneck_dim=spec["head_bottleneck_dim"],
+        num_register_tokens=4,
+        drop_path_rate=0.0,
+        layerscale_init=0.1,  # params.yaml; a larger layer-scale makes the loss check sharper
+        seed=seed,
+    )
+    model = build_teacher_model(cfg).to(device).train()
+    optimizer = torch.optim.AdamW(
+        param_groups(
+            model.student, cfg.lr, cfg.weight_decay, cfg.layer_decay, cfg.patch_embed_lr_mult
+        ),
+        lr=cfg.lr,
+        betas=(0.9, 0.999),
+    )
+    losses = Losses(cfg.out_dim, cfg.student_temp, cfg.centering).to(device)
+    patch = model.student.backbone.patch_size
+    mc = MultiCropConfig.scaled_for(cfg.image_size, patch, n_local=cfg.n_local_crops)
+    g = torch.Generator().manual_seed(seed)
+    s = cfg.image_size
+    images = [torch.rand(batch, 3, s, s, generator=g).to(device) for _ in range(2)]
+    augment = _ReplayAugment(MultiCropAugmentation(mc, patch), images)
+    return Setup(model, optimizer, losses, augment, cfg, images, device, packed, seed)
+
+
+def run_step(s: Setup) -> tuple[dict[str, float], float]:
+    """One ``train_step`` on this path's next batch; returns (metrics, seconds)."""
+    i = s.step
+    g = torch.Generator().manual_seed(s.seed * 1_000_003 + i)
+    torch.manual_seed(s.seed * 1_000_003 + i)
+    if s.device.type == "cuda":
+        torch.cuda.synchronize(s.device)
+    t0 = time.perf_counter()
+    m = train_step(
+        s.model, s.model.student, s.optimizer, s.losses, s.images[i % 2], s.augment, g,
+        SCHED, s.cfg, s.packed,
+    )  # fmt: skip
+    if s.device.type == "cuda":
+        torch.cuda.synchronize(s.device)
+    s.step += 1
+    return m, time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------- flops
+def vit_forward_flops(vit: VisionTransformer, n_tokens: int, n_patches: int) -> float:
+    """Forward FLOPs of the backbone on one image of ``n_tokens`` tokens (module docstring)."""
+    c = vit.config
+    d, h, p = c.embed_dim, c.hidden_dim, c.patch_size
+    ffn = 6 * n_tokens * d * h if c.ffn_layer == "swiglu" else 4 * n_tokens * d * h
+    per_layer = 8 * n_tokens * d * d + ffn + 4 * n_tokens * n_tokens * d
+    return 2.0 * n_patches * c.in_chans * p * p * d + c.depth * per_layer
+
+
+def head_flops_per_token(head: nn.Module) -> float:
+    """2 * in * out summed over the head's Linear layers."""
+    return float(sum(2 * m.in_features * m.out_features for m in head.modules()
+                     if isinstance(m, nn.Linear)))  # fmt: skip
+
+
+def step_flops(s: Setup, n_masked: float) -> float:
+    """Model FLOPs of one training step (module docstring), ``n_masked`` masked patches."""
+    vit = s.model.student.backbone
+    b, p = s.cfg.batch_size, vit.patch_size
+    mc = s.augment  # crop sizes from the replayed crops
+    crops = next(iter(mc._crops.values()))
+    n_g, n_l = len(crops["global"]), len(crops["local"])
+    r = vit.num_register_tokens
+    pg = (crops["global"][0].shape[-1] // p) ** 2
+    f_g = vit_forward_flops(vit, 1 + r + pg, pg)
+    f_l = 0.0
+    if n_l:
+        pl = (crops["local"][0].shape[-1] // p) ** 2
+        f_l = vit_forward_flops(vit, 1 + r + pl, pl)
+    fh = head_flops_per_token(s.model.student.dino_head)
+    fh_ibot = (
+        head_flops_per_token(s.model.student.ibot_head)
+        if s.model.student.ibot_head is not None
+        else fh
+    )
+    student = b * (n_g * f_g + n_l * f_l) + (n_g + n_l) * b * fh + n_masked * fh_ibot
+    teacher = b * n_g * f_g + n_g * b * fh + n_masked * fh_ibot
+    return 3.0 * student + teacher
+
+
+def device_peak_tflops(device: torch.device) -> float | None:
+    """bf16 dense peak of a known CUDA device, else None."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key in sorted(BF16_PEAK_TFLOPS, key=len, reverse=True):
+        if all(part in name for part in key.split()):
+            return BF16_PEAK_TFLOPS[key]
+    if "H100" in name:
+        return BF16_PEAK_TFLOPS["H100 SXM"]
+    return None
+
+
+# ----------------------------------------------------------------------------- core
+def benchmark_preset(
+    name: str,
+    device: str | torch.device = "cpu",
+    batch: int | None = None,
+    steps: int = 3,
+    warmup: int = 2,
+    repeats: int = 5,
+    size: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Throughput of packed vs naive ``train_step`` on one preset; asserts equal first-step loss.
+
+    Args:
+        name: Key of :data:`PRESETS`.
+        device: ``cpu`` or ``cuda``.
+        batch: Images per step (default: the preset's for this device type).
+        steps: Timed steps per path per round.
+        warmup: Untimed steps per path first (>= 1; the first one is the loss check).
+        repeats: Rounds, alternating packed / naive.
+        size: Global crop px for small/base (locals scaled as DINOv2: 224 -> 98).
+        seed: Init, image and mask seed (same for both paths).
+
+    Returns:
+        Dict with :data:`RESULT_KEYS` (img/s medians, per-round values, ratio, FLOPs, MFU).
+    """
+    dev = torch.device(device)
+    spec = resolve_spec(name, size)
+    batch = batch or spec["batch"][dev.type]
+    warmup = max(1, warmup)
+    paths = {
+        "packed": build_setup(spec, batch, dev, packed=True, seed=seed),
+        "naive": build_setup(spec, batch, dev, packed=False, seed=seed),
+    }
+    first = {k: run_step(s)[0] for k, s in paths.items()}
+    lp, ln = first["packed"]["loss"], first["naive"]["loss"]
+    rel = abs(lp - ln) / max(abs(ln), 1e-12)
+    tol = 2e-2 if dev.type == "cuda" else 1e-4
+    assert rel <= tol, f"{name}: packed loss {lp} != naive loss {ln} (rel {rel:.2e} > {tol})"
+    for _ in range(warmup - 1):
+        for s in paths.values():
+            run_step(s)
+    reps: dict[str, list[float]] = {"packed": [], "naive": []}
+    secs: dict[str, float] = {"packed": 0.0, "naive": 0.0}
+    masked: list[int] = []
+    for r in range(repeats):
+        order = ("packed", "naive") if r % 2 == 0 else ("naive", "packed")
+        for k in order:
+            t = 0.0
+            for _ in range(steps):
+                m, dt_ = run_step(paths[k])
+                t += dt_
+                if k == "packed":
+                    masked.append(m["n_masked"])
+            reps[k].append(batch * steps / t)
+            secs[k] += t
+    ratios = [p / n for p, n in zip(reps["packed"], reps["naive"], strict=True)]
+    s0 = paths["packed"]
+    crops = next(iter(s0.augment._crops.values()))
+    gpx, lpx = crops["global"][0].shape[-1], crops["local"][0].shape[-1] if crops["local"] else 0
+    r_tok = s0.model.student.backbone.num_register_tokens
+    p = s0.model.student.backbone.patch_size
+    tg = 1 + r_tok + (gpx // p) ** 2
+    tl = 1 + r_tok + (lpx // p) ** 2 if lpx else 0
+    n_l = spec["n_local"]
+    k_l = n_l // 2 if n_l % 2 == 0 else n_l  # locals per packed row (G = gcd(2B, n_l B))
+    k_g = 1 if n_l % 2 == 0 else 2
+    flops = step_flops(s0, statistics.fmean(masked) if masked else 0.0)
+    n_steps = steps * repeats
+    tf = {k: flops * n_steps / secs[k] / 1e12 if secs[k] > 0 else float("nan") for k in secs}
+    peak = device_peak_tflops(dev)
+    return {
+        "preset": name,
+        "backbone": spec["preset"],
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "dtype": "bf16 autocast" if dev.type == "cuda" else "fp32",
+        "batch": batch,
+        "global_px": gpx,
+        "local_px": lpx,
+        "n_local": n_l,
+        "tokens_global": tg,
+        "tokens_local": tl,
+        "packed_row_tokens": k_g * tg + k_l * tl,
+        "loss_packed": lp,
+        "loss_naive": ln,
+        "loss_rel_diff": rel,
+        "grad_norm_packed": first["packed"]["grad_norm"],
+        "grad_norm_naive": first["naive"]["grad_norm"],
+        "img_s_packed": statistics.median(reps["packed"]),
+        "img_s_naive": statistics.median(reps["naive"]),
+        "ratio_packed_over_naive": statistics.median(ratios),
+        "img_s_packed_reps": reps["packed"],
+        "img_s_naive_reps": reps["naive"],
+        "ratios": ratios,
+        "flops_per_step": flops,
+        "tflops_packed": tf["packed"],
+        "tflops_naive": tf["naive"],
+        "mfu_packed": tf["packed"] / peak if peak else None,
+        "mfu_naive": tf["naive"] / peak if peak else None,
+        "peak_tflops": peak,
+        "steps": steps,
+        "warmup": warmup,
+        "repeats": repeats,
+    }
+
+
+# ----------------------------------------------------------------------------- memory
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def memory_worker(job: dict[str, Any]) -> dict[str, Any]:
+    """In a fresh process: build one path, run ``steps`` steps, report its peak memory."""
+    dev = torch.device(job["device"])
+    spec = resolve_spec(job["preset"], job.get("size"))
+    s = build_setup(spec, job["batch"], dev, packed=job["packed"], seed=job.get("seed", 0))
+    base = _rss_mb()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        base_cuda = torch.cuda.memory_allocated(dev) / 2**20
+    for _ in range(job["steps"]):
+        run_step(s)
+    out = {"rss_peak_mb": _rss_mb(), "rss_after_build_mb": base}
+    out["rss_increase_mb"] = out["rss_peak_mb"] - base
+    if dev.type == "cuda":
+        out["cuda_peak_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+        out["cuda_after_build_mb"] = base_cuda
+    return out
+
+
+def measure_memory(
+    name: str, device: str, batch: int, packed: bool, size: int | None, steps: int = 2
+) -> dict[str, Any]:
+    """Run :func:`memory_worker` in a subprocess (so ``ru_maxrss`` is this path's alone)."""
+    job = dict(preset=name, device=device, batch=batch, packed=packed, size=size, steps=steps)
+    env = dict(os.environ)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    res = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(job)],
+        capture_output=True, text=True, check=True, env=env,
+    )  # fmt: skip
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- report
+def machine_info() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name"):
+                model = ln.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "nproc": cores,
+        "cpu_model": model,
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def _f(x: float | None, fmt: str = ".1f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def write_markdown(doc: dict[str, Any], path: Path) -> None:
+    m = doc["machine"]
+    la0, la1 = doc["loadavg_start"], doc["loadavg_end"]
+    lines = [
+        f"# Training-step benchmark ({doc['device']}): packed vs naive multi-crop",
+        "",
+        f"- command: `{doc['command']}`",
+        f"- machine: {m['machine']}, nproc {m['nproc']}, CPU {m['cpu_model']}, "
+        f"GPU {m['cuda'] or 'none'}; torch {m['torch']} ({m['torch_threads']} threads, "
+        f"OMP_WAIT_POLICY={m['omp_wait_policy']})",
+        f"- date: {doc['date']}; wall time {doc['wall_s']:.0f} s; load average (1/5/15 min) "
+        f"{la0[0]:.2f}/{la0[1]:.2f}/{la0[2]:.2f} at start, {la1[0]:.2f}/{la1[1]:.2f}/{la1[2]:.2f} "
+        "at end",
+        "- step: `train_step` (student multi-crop fwd+bwd, EMA-teacher fwd, Sinkhorn, DINO+iBOT+"
+        "KoLeo, AdamW, clip, EMA); crops precomputed (augmentation not timed); drop-path 0; "
+        "4 registers",
+        f"- timing: {doc['warmup']} warm-up step(s) per path excluded, then {doc['repeats']} "
+        f"rounds x {doc['steps']} step(s) per path, packed/naive alternating (order flipped "
+        "every round); img/s = median over rounds; ratio = median of per-round packed/naive",
+        "",
+        "| preset | crops (px) | batch | tokens G / L / packed row | img/s packed | img/s naive "
+        "| packed / naive | per-round ratios | loss packed / naive (rel diff) | GFLOP/step "
+        "| TFLOP/s p / n | MFU p / n | peak mem packed / naive (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["results"]:
+        mem = r.get("memory", {})
+        key = "cuda_peak_mb" if doc["device"].startswith("cuda") else "rss_peak_mb"
+        mp, mn = mem.get("packed", {}), mem.get("naive", {})
+        if mp and mn:
+            memtxt = f"{mp[key]:.0f} / {mn[key]:.0f}"
+            if key == "rss_peak_mb":
+                memtxt += f" (+{mp['rss_increase_mb']:.0f} / +{mn['rss_increase_mb']:.0f})"
+        else:
+            memtxt = "-"
+        mfu = (
+            f"{_f(r['mfu_packed'] and 100 * r['mfu_packed'])}% / "
+            f"{_f(r['mfu_naive'] and 100 * r['mfu_naive'])}%"
+            if r["mfu_packed"] is not None
+            else "- (no GPU)"
+        )
+        lines.append(
+            f"| {r['preset']} | 2x{r['global_px']} + {r['n_local']}x{r['local_px']} "
+            f"| {r['batch']} | {r['tokens_global']} / {r['tokens_local']} / "
+            f"{r['packed_row_tokens']} | {r['img_s_packed']:.2f} | {r['img_s_naive']:.2f} "
+            f"| **{r['ratio_packed_over_naive']:.2f}x** "
+            f"| {', '.join(f'{x:.2f}' for x in r['ratios'])} "
+            f"| {r['loss_packed']:.6f} / {r['loss_naive']:.6f} ({r['loss_rel_diff']:.1e}) "
+            f"| {r['flops_per_step'] / 1e9:.1f} | {r['tflops_packed']:.3f} / "
+            f"{r['tflops_naive']:.3f} | {mfu} | {memtxt} |"
+        )
+    lines += ["", "## Notes", ""]
+    lines += [f"- {n}" for n in doc.get("notes", [])]
+    if doc.get("conclusion"):
+        lines += ["", "## Conclusion", "", doc["conclusion"]]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _auto_notes(doc: dict[str, Any]) -> list[str]:
+    notes = [
+        "Peak memory: "
+        + (
+            "`torch.cuda.max_memory_allocated` of a fresh subprocess per (preset, path)."
+            if doc["device"].startswith("cuda")
+            else "`ru_maxrss` of a fresh subprocess per (preset, path) running "
+            f"{doc['memory_steps']} steps; '+N' = increase over the RSS right after the model, "
+            "optimiser and crops were built (the activations, gradients and optimiser state)."
+        ),
+        "Packed row: all crops of gcd(2B, n_l B) / B images share one sequence with a "
+        "block-diagonal boolean mask; its attention does (row tokens)^2 work instead of "
+        "sum(crop tokens^2).",
+        "FLOPs/MFU formula: module docstring of `benchmarks/train_step.py` (model FLOPs, same for "
+        "both paths). bf16 dense peaks used for MFU: "
+        + ", ".join(f"{k} {v:g}" for k, v in BF16_PEAK_TFLOPS.items())
+        + " TFLOP/s.",
+    ]
+    if not doc["device"].startswith("cuda"):
+        notes.append(
+            "GPU: not measured this session (no GPU was lent to this task); the CUDA path "
+            "(bf16 autocast, 2x224 + 8x98 for S/14 and B/14, MFU) is implemented but unrun: "
+            "`python benchmarks/train_step.py --device cuda --presets small base`."
+        )
+    if doc.get("size") is not None:
+        notes.append(
+            f"small/base ran at {doc['size']} px globals (locals scaled as DINOv2's 224 -> 98), "
+            "not 224/98, to fit the CPU time budget."
+        )
+    return notes
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--presets", nargs="+", default=None, help=f"of {list(PRESETS)}")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per path per round")
+    ap.add_argument("--batch", type=int, default=None, help="images per step (all presets)")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--small-size", type=int, default=None, help="global px for small/base")
+    ap.add_argument("--memory-steps", type=int, default=2, help="0: skip the memory runs")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(memory_worker(json.loads(args.worker))))
+        return
+    if args.device == "cpu" and hasattr(os, "sched_getaffinity"):
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+    dev_type = torch.device(args.device).type
+    presets = args.presets or (["tiny", "small", "base"] if dev_type == "cuda"
+                               else ["tiny", "tiny_l2", "small"])  # fmt: skip
+    t0 = time.perf_counter()
+    doc: dict[str, Any] = {
+        "command": " ".join([".venv/bin/python", "benchmarks/train_step.py", *sys.argv[1:]]),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "device": args.device,
+        "machine": machine_info(),
+        "loadavg_start": list(os.getloadavg()),
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "size": args.small_size,
+        "memory_steps": args.memory_steps,
+        "results": [],
+    }
+    for name in presets:
+        tp = time.perf_counter()
+        r = benchmark_preset(
+            name, args.device, args.batch, args.steps, args.warmup, args.repeats, args.small_size
+        )
+        r["throughput_wall_s"] = time.perf_counter() - tp
+        if args.memory_steps > 0:
+            r["memory"] = {
+                k: measure_memory(
+                    name, args.device, r["batch"], k == "packed", args.small_size,
+                    args.memory_steps,
+                )  # fmt: skip
+                for k in ("packed", "naive")
+            }
+        print(
+            f"{name}: packed {r['img_s_packed']:.2f} img/s, naive {r['img_s_naive']:.2f} img/s, "
+            f"ratio {r['ratio_packed_over_naive']:.2f} {['%.2f' % x for x in r['ratios']]}, "
+            f"loss {r['loss_packed']:.6f} / {r['loss_naive']:.6f}, "
+            f"mem {json.dumps(r.get('memory'))}, {time.perf_counter() - tp:.0f} s",
+            flush=True,
+        )
+        doc["results"].append(r)
+    doc["loadavg_end"] = list(os.getloadavg())
+    doc["wall_s"] = time.perf_counter() - t0
+    doc["notes"] = _auto_notes(doc)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"train_step_{dev_type}"
+    doc["conclusion"] = _auto_conclusion(doc)
+    (args.out / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    write_markdown(doc, args.out / f"{stem}.md")
+    print(f"wrote {args.out / stem}.json/.md in {doc['wall_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
