@@ -40,7 +40,7 @@ GRAPH: tuple[StageSpec, ...] = (
     StageSpec("students", "distill", ("distill",), ("teacher", "curated_dataset"), "students_dir",
               "students", "Students distilled from the frozen teacher"),
     StageSpec("eval_reports", "evaluate", ("evaluate",),
-              ("students", "teacher", "curated_dataset", "dedup", "raw_manifest", "raw_pool"),
+              ("students", "teacher", "curated_dataset", "clusters", "dedup", "raw_manifest", "raw_pool"),
               "reports_dir", description="kNN of every model, curation diagnostics, report.md"),
 )
 

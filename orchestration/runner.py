@@ -26,8 +26,11 @@ def project_dir() -> Path:
 
 
 def dvc_executable(root: Path) -> str:
-    """``$SSLOPS_DVC``, the project's ``.venv-dvc/bin/dvc``, or ``dvc`` on PATH."""
-    for cand in (os.environ.get("SSLOPS_DVC"), str(root / ".venv-dvc" / "bin" / "dvc")):
+    """``$SSLOPS_DVC``, the project's (or this checkout's) ``.venv-dvc/bin/dvc``, or ``dvc``
+    on PATH."""
+    checkout = Path(__file__).resolve().parents[1]
+    candidates = (os.environ.get("SSLOPS_DVC"), *(str(r / ".venv-dvc" / "bin" / "dvc") for r in (root, checkout)))
+    for cand in candidates:
         if cand and Path(cand).is_file():
             return cand
     found = shutil.which("dvc")

@@ -3,17 +3,23 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import torch
 
 from ssl_core.config import Params
 from ssl_core.curation.embed import BackboneEmbedder, PixelEmbedder, make_embedder
+from ssl_core.eval.curation_plots import (
+    cluster_image_grid,
+    plot_class_distribution,
+    plot_cluster_sizes,
+)
 from ssl_core.eval.curation_report import curation_report
 from ssl_core.eval.probe import knn_eval
 from ssl_core.models.presets import build_vit
+from ssl_core.stages.cluster import ASSIGNMENTS, level_col
 from ssl_core.stages.common import StageRun
 from ssl_core.stages.curate import CURATED
 from ssl_core.stages.ingest import MANIFEST
@@ -51,29 +57,30 @@ def _report_md(metrics: dict) -> str:
                   + ", ".join(f"{o}: {d['resolved']}/{d['planted_groups']}"
                               for o, d in cur["planted_duplicates"].items()),
                   f"Broken files quarantined: {cur['broken_files']['quarantined']} / {cur['broken_files']['planted']}"]
-    lines += ["", "Lineage of every input: see `lineage.json` next to each artifact."]
+    lines += ["", "Plots: `cluster_sizes.png` (cluster sizes before/after curation per level), "
+              "`cluster_samples.png` (curated images per top-level cluster)"
+              + (", `class_distribution.png`." if cur else "."),
+              "", "Lineage of every input: see `lineage.json` next to each artifact."]
     return "\n".join(lines) + "\n"
 
 
-def _plot(cur: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    names = list(cur["class_distribution"])
-    width = 0.8 / len(names)
-    for i, name in enumerate(names):
-        c = cur["class_distribution"][name]["counts"]
-        tot = max(sum(c), 1)
-        ax.bar([j + i * width for j in range(len(c))], [v / tot for v in c], width, label=name)
-    ax.set_xlabel("class")
-    ax.set_ylabel("share")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def _curation_plots(params: Params, curated: pl.DataFrame, cur: dict | None, out: Path) -> None:
+    """Cluster sizes before/after curation per level, an image grid per top cluster, and (demo
+    only) the class distribution of raw pool vs random subset vs curated subset."""
+    table = pl.read_parquet(Path(params.paths.clusters_dir) / ASSIGNMENTS)
+    before, after = {}, {}
+    for lv, k in enumerate(params.cluster.levels):
+        col = level_col(lv)
+        before[f"level {lv} ({k} clusters)"] = np.bincount(table[col].to_numpy(), minlength=k)
+        after[f"level {lv} ({k} clusters)"] = np.bincount(curated[col].to_numpy(), minlength=k)
+    plot_cluster_sizes(before, after, out / "cluster_sizes.png")
+    top = level_col(len(params.cluster.levels) - 1)
+    by_cluster = {int(c): g["path"].to_list() for (c,), g in curated.group_by(top, maintain_order=True)}
+    by_cluster = dict(sorted(by_cluster.items(), key=lambda kv: -len(kv[1])))
+    cluster_image_grid(Path(params.paths.pool), by_cluster, out / "cluster_samples.png", seed=params.seed)
+    if cur:
+        plot_class_distribution({k: v["counts"] for k, v in cur["class_distribution"].items()},
+                                out / "class_distribution.png")
 
 
 def run(params: Params, progress: bool = True) -> dict:
@@ -98,6 +105,6 @@ def run(params: Params, progress: bool = True) -> dict:
                     for s, d in metrics["curation"]["class_distribution"].items()
                     for i, c in enumerate(d["counts"])]
             pl.DataFrame(rows).write_csv(tmp / "class_distribution.csv")
-            _plot(metrics["curation"], tmp / "class_distribution.png")
+        _curation_plots(params, curated, metrics["curation"], tmp)
         st.lineage(tmp, inputs, {"knn": knn})
     return {"knn": knn, "report": str(Path(params.paths.reports_dir) / "report.md")}

@@ -35,7 +35,7 @@ def test_config_rejects_bad_combos():
 
 
 def test_presets():
-    assert list_presets() == ["tiny", "small", "base", "large", "giant"]
+    assert list_presets() == ["tiny", "tiny_student", "small", "base", "large", "giant"]
     c = get_config("small")
     assert (c.embed_dim, c.depth, c.num_heads, c.patch_size) == (384, 12, 6, 14)
     g = get_config("giant")
@@ -45,7 +45,7 @@ def test_presets():
     assert get_config("large").embed_dim == 1024 and get_config("base").num_heads == 12
     m = build_vit("tiny", num_register_tokens=4)
     assert m.config.embed_dim == 192 and m.register_tokens.shape == (1, 4, 192)
-    with pytest.raises(ValueError, match="tiny, small, base, large, giant"):
+    with pytest.raises(ValueError, match="tiny, tiny_student, small, base, large, giant"):
         build_vit("huge")
     with pytest.raises(ValueError, match="unknown ViTConfig fields"):
         get_config("tiny", widht=3)
