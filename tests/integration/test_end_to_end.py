@@ -53,6 +53,10 @@ def test_whole_graph_dagster_then_dvc(tmp_path):
     metrics = json.loads((project / "data/reports/metrics.json").read_text())
     assert {"raw_pixels", "teacher", "student_tiny_student"} <= set(metrics["knn"])
     assert metrics["curation"]["broken_files"] == {"planted": 4, "quarantined": 4}
+    exact = metrics["curation"]["planted_duplicates"]["exact_duplicate"]
+    assert exact["planted_groups"] > 0 and exact["resolved"] == exact["planted_groups"]
+    for png in ("cluster_sizes.png", "cluster_samples.png", "class_distribution.png"):
+        assert (project / "data/reports" / png).stat().st_size > 0
 
     # a curation parameter change reruns curate and everything downstream, nothing upstream
     params = yaml.safe_load((project / "params.yaml").read_text())
