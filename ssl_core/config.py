@@ -97,15 +97,13 @@ class CurateConfig(_Section):
     seed: int = 0
 
 
-class TrainConfig(_Section):
-    """Teacher pretraining: DINO + iBOT + KoLeo with an EMA teacher (DINOv2 recipe, scaled down).
+class _RecipeConfig(_Section):
+    """Fields shared by teacher pretraining and distillation (the same losses and schedules).
 
     Epoch-based quantities (warm-ups, last-layer freeze) are converted to steps; when
     ``max_steps`` cuts the run short, every schedule is compressed to the shorter run.
     """
 
-    preset: str = Field("tiny", description="backbone preset (ssl_core.models.presets)")
-    image_size: int = Field(32, gt=0, description="decode size = global crop size, px")
     epochs: int = Field(3, gt=0, description="passes over the curated set")
     batch_size: int = Field(64, gt=1, description="images per step per process")
     lr: float = Field(5e-4, gt=0, description="peak AdamW lr after warm-up (not rescaled)")
@@ -120,11 +118,9 @@ class TrainConfig(_Section):
     layerscale_init: float = Field(
         1e-5, gt=0, description="layer-scale init (recipe 1e-5; larger learns faster in short runs)"
     )
-    out_dim: int = Field(1024, gt=0, description="DINO / iBOT prototypes K")
     head_hidden_dim: int = Field(512, gt=0, description="head MLP width")
     head_bottleneck_dim: int = Field(128, gt=0, description="head bottleneck width")
     head_nlayers: int = Field(3, ge=1, description="Linear layers in the head MLP")
-    separate_ibot_head: bool = Field(False, description="own iBOT head (DINOv2 large models)")
     freeze_last_layer_epochs: float = Field(1.0, ge=0, description="prototypes frozen this long")
     n_local_crops: int = Field(4, ge=0, description="local crops per image (2 globals always)")
     student_temp: float = Field(0.1, gt=0, description="student softmax temperature")
@@ -161,7 +157,7 @@ class TrainConfig(_Section):
     seed: int = Field(0, description="init, data order, augmentation and mask seed")
 
     @model_validator(mode="after")
-    def _ranges(self) -> TrainConfig:
+    def _ranges(self) -> _RecipeConfig:
         if self.mask_ratio_min > self.mask_ratio_max:
             raise ValueError("mask_ratio_min must be <= mask_ratio_max")
         if self.momentum_teacher_final < self.momentum_teacher:
@@ -169,10 +165,20 @@ class TrainConfig(_Section):
         return self
 
 
-class DistillConfig(_Section):
+class TrainConfig(_RecipeConfig):
+    """Teacher pretraining: DINO + iBOT + KoLeo with an EMA teacher (DINOv2 recipe, scaled down)."""
+
+    preset: str = Field("tiny", description="backbone preset (ssl_core.models.presets)")
+    image_size: int = Field(32, gt=0, description="decode size = global crop size, px")
+    out_dim: int = Field(1024, gt=0, description="DINO / iBOT prototypes K")
+    separate_ibot_head: bool = Field(False, description="own iBOT head (DINOv2 large models)")
+
+
+class DistillConfig(_RecipeConfig):
     """Distillation of small students from the frozen teacher (DINOv2 §5): same losses on the
     teacher's outputs, no masking / drop-path on the teacher, EMA of the student kept as the
-    final model. Fields mirror :class:`TrainConfig`; the EMA momentum is the student's."""
+    final model. Defaults that differ from :class:`TrainConfig` are listed here; the EMA
+    momentum is the student's."""
 
     students: list[str] = Field(
         default=["tiny_student"], min_length=1, description="student backbone presets"
@@ -181,62 +187,15 @@ class DistillConfig(_Section):
         None, gt=0, description="crop size, px (default: the teacher's training size)"
     )
     epochs: int = Field(2, gt=0, description="passes over the curated set")
-    batch_size: int = Field(64, gt=1, description="images per step per process")
-    lr: float = Field(5e-4, gt=0, description="peak AdamW lr after warm-up")
-    min_lr: float = Field(1e-6, ge=0, description="lr at the end of the cosine decay")
     warmup_epochs: float = Field(0.5, ge=0, description="linear lr warm-up from 0")
-    weight_decay: float = Field(0.04, ge=0, description="weight decay at step 0")
-    weight_decay_end: float = Field(0.2, ge=0, description="weight decay at the end (cosine)")
     layer_decay: float = Field(1.0, gt=0, le=1, description="layer-wise lr decay factor")
-    patch_embed_lr_mult: float = Field(0.2, gt=0, description="extra lr factor, patch embed")
-    drop_path_rate: float = Field(0.0, ge=0, lt=1, description="student stochastic depth")
-    num_register_tokens: int = Field(4, ge=0, description="register tokens in the student")
-    layerscale_init: float = Field(1e-5, gt=0, description="student layer-scale init")
-    head_hidden_dim: int = Field(512, gt=0, description="student head MLP width")
-    head_bottleneck_dim: int = Field(128, gt=0, description="student head bottleneck width")
-    head_nlayers: int = Field(3, ge=1, description="Linear layers in the student head MLP")
     freeze_last_layer_epochs: float = Field(0.0, ge=0, description="prototypes frozen this long")
-    n_local_crops: int = Field(4, ge=0, description="local crops per image (2 globals always)")
-    student_temp: float = Field(0.1, gt=0, description="student softmax temperature")
     teacher_temp: float = Field(0.07, gt=0, description="teacher temperature at step 0")
-    teacher_temp_final: float = Field(0.07, gt=0, description="teacher temperature after warm-up")
     teacher_temp_warmup_epochs: float = Field(0.0, ge=0, description="teacher-temp warm-up")
-    centering: Literal["sinkhorn_knopp", "softmax"] = Field(
-        "sinkhorn_knopp", description="teacher centring (SK: 3 iterations)"
-    )
     momentum_teacher: float = Field(0.994, gt=0, lt=1, description="student EMA momentum, start")
-    momentum_teacher_final: float = Field(1.0, gt=0, le=1, description="student EMA momentum, end")
-    dino_weight: float = Field(1.0, ge=0, description="weight of the DINO CLS loss")
-    ibot_weight: float = Field(1.0, ge=0, description="weight of the iBOT masked-patch loss")
     mask_probability: float = Field(
         1.0, ge=0, le=1, description="share of student global crops masked (iBOT on both)"
     )
-    mask_ratio_min: float = Field(0.1, ge=0, lt=1, description="patch mask ratio, low end")
-    mask_ratio_max: float = Field(0.5, gt=0, lt=1, description="patch mask ratio, high end")
-    koleo_weight: float = Field(0.1, ge=0, description="KoLeo weight on student global CLS")
-    grad_clip: float = Field(3.0, gt=0, description="max global grad norm")
-    packed: Literal["auto", "true", "false"] = Field(
-        "auto", description="sequence packing of crops; auto: packed on CUDA, naive on CPU"
-    )
-    checkpoint_every: int = Field(200, gt=0, description="steps between checkpoints")
-    log_every: int = Field(10, gt=0, description="steps between metrics.jsonl lines")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
-    num_threads: int | None = Field(
-        None, gt=0, description="torch CPU threads per process (default: cores / processes)"
-    )
-    collapse_patience: int = Field(
-        50, gt=0, description="consecutive steps of degenerate teacher entropy before failing"
-    )
-    max_steps: int | None = Field(None, gt=0, description="cap on optimisation steps")
-    seed: int = Field(0, description="init, data order, augmentation and mask seed")
-
-    @model_validator(mode="after")
-    def _ranges(self) -> DistillConfig:
-        if self.mask_ratio_min > self.mask_ratio_max:
-            raise ValueError("mask_ratio_min must be <= mask_ratio_max")
-        if self.momentum_teacher_final < self.momentum_teacher:
-            raise ValueError("momentum_teacher_final must be >= momentum_teacher")
-        return self
 
 
 class EvalConfig(_Section):
