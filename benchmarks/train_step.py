@@ -99,10 +99,10 @@ _TINY_HEAD = dict(out_dim=1024, head_hidden_dim=512, head_bottleneck_dim=128)
 _DINOV2_HEAD = dict(out_dim=65536, head_hidden_dim=2048, head_bottleneck_dim=256)
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(preset="tiny", image_size=32, n_local=8, **_TINY_HEAD,
-                 cpu=dict(batch=16, steps=2, repeats=5, warmup=2),
+                 cpu=dict(batch=16, steps=2, repeats=8, warmup=2),
                  cuda=dict(batch=256, steps=10, repeats=5, warmup=5)),
     "tiny_l2": dict(preset="tiny", image_size=32, n_local=2, **_TINY_HEAD,  # params.yaml
-                    cpu=dict(batch=32, steps=2, repeats=5, warmup=2),
+                    cpu=dict(batch=32, steps=2, repeats=8, warmup=2),
                     cuda=dict(batch=256, steps=10, repeats=5, warmup=5)),
     "small": dict(preset="small", image_size=224, n_local=8, **_DINOV2_HEAD,
                   cpu=dict(batch=2, steps=1, repeats=3, warmup=2),
@@ -369,6 +369,8 @@ def benchmark_preset(
         "loss_rel_diff": rel,
         "grad_norm_packed": first["packed"]["grad_norm"],
         "grad_norm_naive": first["naive"]["grad_norm"],
+        "grad_norm_rel_diff": abs(first["packed"]["grad_norm"] - first["naive"]["grad_norm"])
+        / max(abs(first["naive"]["grad_norm"]), 1e-12),
         "img_s_packed": statistics.median(reps["packed"]),
         "img_s_naive": statistics.median(reps["naive"]),
         "ratio_packed_over_naive": statistics.median(ratios),
@@ -388,23 +390,57 @@ def benchmark_preset(
 
 
 # ----------------------------------------------------------------------------- memory
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def _status_mb(key: str) -> float | None:
+    """``VmRSS`` / ``VmHWM`` of this process from /proc/self/status, MB (None off Linux)."""
+    try:
+        for ln in Path("/proc/self/status").read_text().splitlines():
+            if ln.startswith(key + ":"):
+                return int(ln.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's RSS high-water mark (Linux >= 4.0: ``5 > /proc/self/clear_refs``)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
 
 def memory_worker(job: dict[str, Any]) -> dict[str, Any]:
-    """In a fresh process: build one path, run ``steps`` steps, report its peak memory."""
+    """In a fresh process: build one path, run ``steps`` steps, report its peak memory.
+
+    CPU: ``ru_maxrss`` of a child started by fork + exec also carries the parent's RSS at fork
+    time (Linux keeps the larger of the two across exec), and the parent holds two models; so
+    the peak is read from ``VmHWM`` (high-water mark of this process's own address space), and
+    the step peak from ``VmHWM`` after resetting it once the model, optimiser and crops are
+    built. ``ru_maxrss`` is recorded too, for reference.
+    """
     dev = torch.device(job["device"])
     spec = resolve_spec(job["preset"], job.get("size"))
     s = build_setup(spec, job["batch"], dev, packed=job["packed"], seed=job.get("seed", 0))
-    base = _rss_mb()
+    rss_build, hwm_build = _status_mb("VmRSS"), _status_mb("VmHWM")
+    reset = _reset_peak_rss()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
         base_cuda = torch.cuda.memory_allocated(dev) / 2**20
     for _ in range(job["steps"]):
         run_step(s)
-    out = {"rss_peak_mb": _rss_mb(), "rss_after_build_mb": base}
-    out["rss_increase_mb"] = out["rss_peak_mb"] - base
+    hwm = _status_mb("VmHWM")
+    out: dict[str, Any] = {
+        "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "rss_after_build_mb": rss_build,
+    }
+    if hwm is not None and rss_build is not None and hwm_build is not None:
+        out["rss_peak_mb"] = max(hwm, hwm_build)
+        out["rss_step_peak_mb"] = hwm if reset else None
+        out["rss_increase_mb"] = hwm - rss_build if reset else None
+    else:  # not Linux: ru_maxrss only
+        out["rss_peak_mb"] = out["ru_maxrss_mb"]
+        out["rss_step_peak_mb"] = out["rss_increase_mb"] = None
     if dev.type == "cuda":
         out["cuda_peak_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
         out["cuda_after_build_mb"] = base_cuda
@@ -483,7 +519,7 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
         mp, mn = mem.get("packed", {}), mem.get("naive", {})
         if mp and mn:
             memtxt = f"{mp[key]:.0f} / {mn[key]:.0f}"
-            if key == "rss_peak_mb":
+            if key == "rss_peak_mb" and mp.get("rss_increase_mb") is not None:
                 memtxt += f" (+{mp['rss_increase_mb']:.0f} / +{mn['rss_increase_mb']:.0f})"
         else:
             memtxt = "-"
@@ -517,9 +553,12 @@ def _auto_notes(doc: dict[str, Any]) -> list[str]:
         + (
             "`torch.cuda.max_memory_allocated` of a fresh subprocess per (preset, path)."
             if doc["device"].startswith("cuda")
-            else "`ru_maxrss` of a fresh subprocess per (preset, path) running "
-            f"{doc['memory_steps']} steps; '+N' = increase over the RSS right after the model, "
-            "optimiser and crops were built (the activations, gradients and optimiser state)."
+            else "peak RSS of a fresh subprocess per (preset, path) running "
+            f"{doc['memory_steps']} steps, read from `VmHWM` rather than `ru_maxrss` (a child's "
+            "`ru_maxrss` keeps the parent's RSS at fork, and the parent holds both models; "
+            "`ru_maxrss_mb` is in the JSON); '+N' = step peak (high-water mark reset after the "
+            "build) minus the RSS right after the model, optimiser and crops were built: "
+            "activations, gradients and AdamW state."
         ),
         "Packed row: all crops of gcd(2B, n_l B) / B images share one sequence with a "
         "block-diagonal boolean mask; its attention does (row tokens)^2 work instead of "
@@ -555,20 +594,25 @@ def _auto_conclusion(doc: dict[str, Any]) -> str:
         f"(rounds {min(r['ratios']):.2f}-{max(r['ratios']):.2f})"
         for r in rs
     ]
-    slower = [r for r in rs if max(r["ratios"]) < 1.0]
-    faster = [r for r in rs if min(r["ratios"]) > 1.0]
     where = "on this GPU" if on_cuda else f"on this {doc['machine']['nproc']}-core CPU"
-    if len(slower) == len(rs):
-        verdict = f"the naive path (one forward per crop size) is faster {where} in every preset"
-    elif len(faster) == len(rs):
-        verdict = f"the packed path is faster {where} in every preset"
-    else:
-        verdict = f"neither path wins {where} in every preset (some round ratios straddle 1)"
+    naive_w = [r["preset"] for r in rs if max(r["ratios"]) < 1.0]
+    packed_w = [r["preset"] for r in rs if min(r["ratios"]) > 1.0]
+    ties = [r["preset"] for r in rs if r["preset"] not in naive_w + packed_w]
+    verdict = []
+    if naive_w:
+        verdict.append(f"naive is faster in every round for {', '.join(naive_w)}")
+    if packed_w:
+        verdict.append(f"packed is faster in every round for {', '.join(packed_w)}")
+    if ties:
+        verdict.append(f"no consistent difference for {', '.join(ties)} (rounds straddle 1)")
     text = (
-        f"Packed / naive throughput: {'; '.join(parts)}: {verdict}. All first-step losses "
-        f"agree (largest relative difference {max(r['loss_rel_diff'] for r in rs):.1e}), so "
-        "the paths compute the same step. "
+        f"Packed / naive throughput {where}: {'; '.join(parts)}. So "
+        + "; ".join(verdict)
+        + ". First-step losses agree (largest relative difference "
+        f"{max(r['loss_rel_diff'] for r in rs):.1e}; grad norms "
+        f"{max(r['grad_norm_rel_diff'] for r in rs):.1e}), so both paths compute the same step. "
     )
+    slower, faster = naive_w, packed_w
     if not on_cuda:
         text += (
             "On CPU packing has no kernel-launch overhead to amortise, while each packed row pays "
@@ -579,8 +623,11 @@ def _auto_conclusion(doc: dict[str, Any]) -> str:
             + (
                 "choosing naive on CPU is therefore right. "
                 if len(slower) == len(rs)
-                else "choosing naive on CPU is not contradicted (packed is never clearly "
-                "faster). "
+                else "choosing naive on CPU is right where crops are many or large, and costs "
+                "nothing measurable elsewhere (packed is never clearly faster). "
+                if not faster
+                else "choosing naive on CPU is not right for every recipe (packed wins for "
+                f"{', '.join(faster)}). "
             )
             + "Its CUDA half (packed on GPU) was not measured this session: no GPU was "
             "lent, so whether packing pays off on H100/H200 remains to be checked with "
@@ -630,14 +677,18 @@ def main(argv: list[str] | None = None) -> None:
         if args.memory_steps > 0:
             r["memory"] = {
                 k: measure_memory(
-                    name, args.device, r["batch"], k == "packed", args.small_size,
+                    name,
+                    args.device,
+                    r["batch"],
+                    k == "packed",
+                    args.small_size,
                     args.memory_steps,
                 )  # fmt: skip
                 for k in ("packed", "naive")
             }
         print(
             f"{name}: packed {r['img_s_packed']:.2f} img/s, naive {r['img_s_naive']:.2f} img/s, "
-            f"ratio {r['ratio_packed_over_naive']:.2f} {['%.2f' % x for x in r['ratios']]}, "
+            f"ratio {r['ratio_packed_over_naive']:.2f} {', '.join(f'{x:.2f}' for x in r['ratios'])}, "
             f"loss {r['loss_packed']:.6f} / {r['loss_naive']:.6f}, "
             f"mem {json.dumps(r.get('memory'))}, {time.perf_counter() - tp:.0f} s",
             flush=True,
