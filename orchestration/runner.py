@@ -29,7 +29,10 @@ def dvc_executable(root: Path) -> str:
     """``$SSLOPS_DVC``, the project's (or this checkout's) ``.venv-dvc/bin/dvc``, or ``dvc``
     on PATH."""
     checkout = Path(__file__).resolve().parents[1]
-    candidates = (os.environ.get("SSLOPS_DVC"), *(str(r / ".venv-dvc" / "bin" / "dvc") for r in (root, checkout)))
+    candidates = (
+        os.environ.get("SSLOPS_DVC"),
+        *(str(r / ".venv-dvc" / "bin" / "dvc") for r in (root, checkout)),
+    )
     for cand in candidates:
         if cand and Path(cand).is_file():
             return cand
@@ -68,11 +71,19 @@ def run_streaming(cmd: list[str], cwd: Path, log: Callable[[str], None]) -> tupl
     return proc.wait(), "\n".join(tail)
 
 
-def stage_command(mode: str, root: Path, dvc_stage: str, cli: tuple[str, ...], params_file: str) -> list[str]:
+def stage_command(
+    mode: str, root: Path, dvc_stage: str, cli: tuple[str, ...], params_file: str
+) -> list[str]:
     if mode == "dvc":
         return [dvc_executable(root), "repro", "--single-item", dvc_stage]
     if mode == "cli":
-        return [str(Path(sys.executable).parent / "sslops"), "--quiet", "--params", params_file, *cli]
+        return [
+            str(Path(sys.executable).parent / "sslops"),
+            "--quiet",
+            "--params",
+            params_file,
+            *cli,
+        ]
     raise ValueError(f"unknown runner mode {mode!r}: use 'dvc' or 'cli'")
 
 

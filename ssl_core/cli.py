@@ -54,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for name in ("sslops", "ssl_core"):  # our progress messages; third-party libraries stay quiet
         logging.getLogger(name).setLevel(logging.INFO)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)

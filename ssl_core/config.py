@@ -226,7 +226,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     """Load and validate ``params.yaml``. Missing sections take their defaults."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: params file not found (run from the project root or pass --params)")
+        raise ConfigError(
+            f"{path}: params file not found (run from the project root or pass --params)"
+        )
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
@@ -248,4 +250,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def section_dict(params: Params, *sections: str) -> dict:
     """The named sections as plain dicts (what a stage's params hash covers)."""
-    return {s: getattr(params, s).model_dump(mode="json") if s != "seed" else params.seed for s in sections}
+    return {
+        s: getattr(params, s).model_dump(mode="json") if s != "seed" else params.seed
+        for s in sections
+    }

@@ -47,4 +47,6 @@ def digits_pool(tmp_path: Path) -> Path:
 @pytest.fixture
 def fmnist_required() -> None:
     if not (FMNIST / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip("dataset-fashion-mnist not installed (apt-get install -y dataset-fashion-mnist)")
+        pytest.skip(
+            "dataset-fashion-mnist not installed (apt-get install -y dataset-fashion-mnist)"
+        )

@@ -1,6 +1,5 @@
 """One Dagster asset per pipeline stage, generated from :data:`orchestration.graph.GRAPH`."""
 
-
 import dagster as dg
 
 from orchestration.defs.resources import StageRunner

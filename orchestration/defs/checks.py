@@ -4,7 +4,6 @@ A failing check stops downstream assets in the same run (``blocking=True``), whi
 whole graph is one job (see ``jobs.py``).
 """
 
-
 import json
 
 import dagster as dg
@@ -14,8 +13,12 @@ from orchestration.graph import GRAPH, StageSpec
 
 
 def _make_check(spec: StageSpec) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=spec.asset, name=f"gx_{spec.check}", blocking=True,
-                    description=f"Great Expectations suite '{spec.check}' (DVC stage {spec.check_stage})")
+    @dg.asset_check(
+        asset=spec.asset,
+        name=f"gx_{spec.check}",
+        blocking=True,
+        description=f"Great Expectations suite '{spec.check}' (DVC stage {spec.check_stage})",
+    )
     def _check(context: dg.AssetCheckExecutionContext, runner: StageRunner) -> dg.AssetCheckResult:
         failure = None
         try:
@@ -24,12 +27,18 @@ def _make_check(spec: StageSpec) -> dg.AssetChecksDefinition:
             failure = e.description
         path = runner.root / runner.params().paths.checks_dir / f"{spec.check}.json"
         if not path.is_file():
-            return dg.AssetCheckResult(passed=False, metadata={"error": failure or "no result file"})
+            return dg.AssetCheckResult(
+                passed=False, metadata={"error": failure or "no result file"}
+            )
         result = json.loads(path.read_text())
         rows = [
-            {"batch": o["batch"], "expectation": o["expectation"], "success": o["success"],
-             "threshold": json.dumps({k: v for k, v in o["kwargs"].items() if k != "column"}),
-             "observed": json.dumps(o["observed"])}
+            {
+                "batch": o["batch"],
+                "expectation": o["expectation"],
+                "success": o["success"],
+                "threshold": json.dumps({k: v for k, v in o["kwargs"].items() if k != "column"}),
+                "observed": json.dumps(o["observed"]),
+            }
             for o in result["outcomes"]
         ]
         md = {

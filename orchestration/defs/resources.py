@@ -33,7 +33,10 @@ class StageRunner(dg.ConfigurableResource):
         if code != 0:
             raise dg.Failure(
                 description=f"stage {dvc_stage} failed with exit code {code}",
-                metadata={"command": " ".join(cmd), "output_tail": dg.MetadataValue.md(f"```\n{tail}\n```")},
+                metadata={
+                    "command": " ".join(cmd),
+                    "output_tail": dg.MetadataValue.md(f"```\n{tail}\n```"),
+                },
             )
 
     def params(self):

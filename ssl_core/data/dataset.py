@@ -48,6 +48,12 @@ def make_loader(
 ) -> DataLoader:
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(
-        ds, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=workers,
-        collate_fn=collate_skip_bad, drop_last=False, persistent_workers=workers > 0,
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=gen,
+        num_workers=workers,
+        collate_fn=collate_skip_bad,
+        drop_last=False,
+        persistent_workers=workers > 0,
     )

@@ -80,7 +80,9 @@ class DemoSummary:
     eval_query: int
 
 
-def build_demo(cfg: DemoConfig, pool_dir: Path, eval_dir: Path, progress: bool = True) -> DemoSummary:
+def build_demo(
+    cfg: DemoConfig, pool_dir: Path, eval_dir: Path, progress: bool = True
+) -> DemoSummary:
     """Write the raw pool to ``pool_dir`` and the eval set to ``eval_dir`` (both must be new)."""
     rng = np.random.default_rng(cfg.seed)
     train_x, train_y = load_split(cfg.source_dir, "train")
@@ -127,9 +129,12 @@ def build_demo(cfg: DemoConfig, pool_dir: Path, eval_dir: Path, progress: bool =
     eval_dir.mkdir(parents=True, exist_ok=True)
     pl.DataFrame(rows).write_parquet(eval_dir / POOL_LABELS)
     eval_rows = []
-    query_idx = np.concatenate([
-        rng.permutation(np.flatnonzero(test_y == c))[: cfg.eval_query_per_class] for c in range(10)
-    ])
+    query_idx = np.concatenate(
+        [
+            rng.permutation(np.flatnonzero(test_y == c))[: cfg.eval_query_per_class]
+            for c in range(10)
+        ]
+    )
     for split, xs, ys, idx in (
         ("bank", train_x, train_y, np.concatenate(bank_idx)),
         ("query", test_x, test_y, query_idx),

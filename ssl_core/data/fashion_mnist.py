@@ -9,8 +9,16 @@ from pathlib import Path
 import numpy as np
 
 CLASSES = (
-    "t-shirt", "trouser", "pullover", "dress", "coat",
-    "sandal", "shirt", "sneaker", "bag", "ankle-boot",
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle-boot",
 )
 INSTALL_HINT = (
     "Fashion-MNIST not found. Install it with `sudo apt-get install -y dataset-fashion-mnist` "

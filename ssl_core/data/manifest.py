@@ -87,7 +87,9 @@ def build_manifest(pool: str | Path, cfg: IngestConfig, progress: bool = True) -
     """Scan ``pool`` and return the manifest (one row per candidate file, sorted by path)."""
     pool = Path(pool)
     rows = []
-    for rel, data, reason in tqdm(list_pool(pool, cfg), desc="ingest", unit="file", disable=not progress):
+    for rel, data, reason in tqdm(
+        list_pool(pool, cfg), desc="ingest", unit="file", disable=not progress
+    ):
         if data is None and reason is None:
             try:
                 data = (pool / rel).read_bytes()

@@ -25,8 +25,13 @@ def _dist(labels: np.ndarray, n: int) -> dict:
     }
 
 
-def curation_report(eval_dir: Path, manifest: pl.DataFrame, removed: pl.DataFrame,
-                    curated: pl.DataFrame, seed: int = 0) -> dict | None:
+def curation_report(
+    eval_dir: Path,
+    manifest: pl.DataFrame,
+    removed: pl.DataFrame,
+    curated: pl.DataFrame,
+    seed: int = 0,
+) -> dict | None:
     path = Path(eval_dir) / POOL_LABELS
     if not path.is_file():
         return None
@@ -40,10 +45,14 @@ def curation_report(eval_dir: Path, manifest: pl.DataFrame, removed: pl.DataFram
     # A planted copy is resolved when at most one member of its group (the original and all
     # its copies) survives dedup; which member survives (first path) does not matter.
     removed_paths = removed.select("path", pl.lit(False).alias("kept"))
-    survived = ok.select("path", "source_index", "origin").join(removed_paths, on="path", how="left")
+    survived = ok.select("path", "source_index", "origin").join(
+        removed_paths, on="path", how="left"
+    )
     survived = survived.with_columns(pl.col("kept").fill_null(True))
-    groups = survived.filter(pl.col("source_index") >= 0).group_by("source_index").agg(
-        pl.col("kept").sum().alias("survivors"), pl.col("origin")
+    groups = (
+        survived.filter(pl.col("source_index") >= 0)
+        .group_by("source_index")
+        .agg(pl.col("kept").sum().alias("survivors"), pl.col("origin"))
     )
     by_origin = {}
     for origin in ("exact_duplicate", "near_duplicate"):
@@ -55,9 +64,14 @@ def curation_report(eval_dir: Path, manifest: pl.DataFrame, removed: pl.DataFram
     broken = labels.filter(pl.col("origin").str.starts_with("broken"))
     quarantined = broken.join(manifest.select("path", "status"), on="path")
     return {
-        "class_distribution": {"raw_pool": _dist(raw, n), "random_subset": _dist(rand, n),
-                               "curated": _dist(cur, n)},
+        "class_distribution": {
+            "raw_pool": _dist(raw, n),
+            "random_subset": _dist(rand, n),
+            "curated": _dist(cur, n),
+        },
         "planted_duplicates": by_origin,
-        "broken_files": {"planted": broken.height,
-                         "quarantined": int((quarantined["status"] == "quarantined").sum())},
+        "broken_files": {
+            "planted": broken.height,
+            "quarantined": int((quarantined["status"] == "quarantined").sum()),
+        },
     }

@@ -36,12 +36,19 @@ def knn_eval(
     progress: bool = False,
 ) -> dict[int, float]:
     bank, query = load_eval_split(eval_dir)
-    fb, okb = embed_paths(eval_dir, bank["path"].to_list(), embedder, batch_size, progress, "eval bank")
-    fq, okq = embed_paths(eval_dir, query["path"].to_list(), embedder, batch_size, progress, "eval query")
+    fb, okb = embed_paths(
+        eval_dir, bank["path"].to_list(), embedder, batch_size, progress, "eval bank"
+    )
+    fq, okq = embed_paths(
+        eval_dir, query["path"].to_list(), embedder, batch_size, progress, "eval query"
+    )
     return knn_accuracy(
-        torch.from_numpy(fb[okb]), torch.from_numpy(bank["label"].to_numpy()[okb]),
-        torch.from_numpy(fq[okq]), torch.from_numpy(query["label"].to_numpy()[okq]),
-        ks=ks, temperature=temperature,
+        torch.from_numpy(fb[okb]),
+        torch.from_numpy(bank["label"].to_numpy()[okb]),
+        torch.from_numpy(fq[okq]),
+        torch.from_numpy(query["label"].to_numpy()[okq]),
+        ks=ks,
+        temperature=temperature,
     )
 
 

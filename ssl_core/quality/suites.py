@@ -17,7 +17,15 @@ from ssl_core.config import Params
 from ssl_core.quality.gx_adapter import Batch, SuiteResult, expectations, validate
 
 MANIFEST_COLUMNS = [
-    "path", "sha256", "bytes", "width", "height", "mode", "format", "status", "reason",
+    "path",
+    "sha256",
+    "bytes",
+    "width",
+    "height",
+    "mode",
+    "format",
+    "status",
+    "reason",
     "duplicate_of",
 ]
 
@@ -26,54 +34,103 @@ def manifest_suite(manifest: pl.DataFrame, params: Params) -> SuiteResult:
     g, cfg = expectations(), params.ingest
     ok = manifest.filter(pl.col("status") == "ok")
     kept = ok.filter(pl.col("duplicate_of").is_null())
-    rate = manifest.select((pl.col("status") == "quarantined").cast(pl.Float64).alias("quarantined"))
-    return validate("raw_manifest", [
-        Batch("manifest", manifest, [
-            g.ExpectTableColumnsToMatchSet(column_set=MANIFEST_COLUMNS, exact_match=True),
-            g.ExpectTableRowCountToBeBetween(min_value=1),
-            g.ExpectColumnValuesToBeUnique(column="path"),
-            g.ExpectColumnValuesToNotBeNull(column="path"),
-            g.ExpectColumnValuesToBeInSet(column="status", value_set=["ok", "quarantined"]),
-        ]),
-        Batch("ok_rows", ok, [
-            g.ExpectTableRowCountToBeBetween(min_value=1),
-            g.ExpectColumnValuesToMatchRegex(column="sha256", regex=r"^[0-9a-f]{64}$"),
-            g.ExpectColumnValuesToBeBetween(column="width", min_value=cfg.min_side, max_value=cfg.max_side),
-            g.ExpectColumnValuesToBeBetween(column="height", min_value=cfg.min_side, max_value=cfg.max_side),
-            g.ExpectColumnValuesToBeBetween(column="bytes", min_value=1, max_value=cfg.max_bytes),
-            g.ExpectColumnValuesToBeNull(column="reason"),
-        ]),
-        Batch("kept_rows", kept, [g.ExpectColumnValuesToBeUnique(column="sha256")]),
-        Batch("quarantine_rate", rate, [
-            g.ExpectColumnMeanToBeBetween(column="quarantined", min_value=0.0, max_value=cfg.max_quarantine_rate),
-        ]),
-    ])
+    rate = manifest.select(
+        (pl.col("status") == "quarantined").cast(pl.Float64).alias("quarantined")
+    )
+    return validate(
+        "raw_manifest",
+        [
+            Batch(
+                "manifest",
+                manifest,
+                [
+                    g.ExpectTableColumnsToMatchSet(column_set=MANIFEST_COLUMNS, exact_match=True),
+                    g.ExpectTableRowCountToBeBetween(min_value=1),
+                    g.ExpectColumnValuesToBeUnique(column="path"),
+                    g.ExpectColumnValuesToNotBeNull(column="path"),
+                    g.ExpectColumnValuesToBeInSet(column="status", value_set=["ok", "quarantined"]),
+                ],
+            ),
+            Batch(
+                "ok_rows",
+                ok,
+                [
+                    g.ExpectTableRowCountToBeBetween(min_value=1),
+                    g.ExpectColumnValuesToMatchRegex(column="sha256", regex=r"^[0-9a-f]{64}$"),
+                    g.ExpectColumnValuesToBeBetween(
+                        column="width", min_value=cfg.min_side, max_value=cfg.max_side
+                    ),
+                    g.ExpectColumnValuesToBeBetween(
+                        column="height", min_value=cfg.min_side, max_value=cfg.max_side
+                    ),
+                    g.ExpectColumnValuesToBeBetween(
+                        column="bytes", min_value=1, max_value=cfg.max_bytes
+                    ),
+                    g.ExpectColumnValuesToBeNull(column="reason"),
+                ],
+            ),
+            Batch("kept_rows", kept, [g.ExpectColumnValuesToBeUnique(column="sha256")]),
+            Batch(
+                "quarantine_rate",
+                rate,
+                [
+                    g.ExpectColumnMeanToBeBetween(
+                        column="quarantined", min_value=0.0, max_value=cfg.max_quarantine_rate
+                    ),
+                ],
+            ),
+        ],
+    )
 
 
-def dedup_suite(kept: pl.DataFrame, removed: pl.DataFrame, eval_ids: pl.DataFrame,
-                n_ok_input: int, params: Params) -> SuiteResult:
+def dedup_suite(
+    kept: pl.DataFrame,
+    removed: pl.DataFrame,
+    eval_ids: pl.DataFrame,
+    n_ok_input: int,
+    params: Params,
+) -> SuiteResult:
     g, cfg = expectations(), params.dedup
     frac = pl.DataFrame({"kept_fraction": [kept.height / max(n_ok_input, 1)]})
     eval_shas = kept.filter(pl.col("sha256").is_in(_eval_shas(eval_ids, params))).select("path")
-    return validate("dedup", [
-        Batch("kept", kept, [
-            g.ExpectTableRowCountToBeBetween(min_value=1),
-            g.ExpectColumnValuesToBeUnique(column="sha256"),
-            g.ExpectColumnValuesToBeUnique(column="path"),
-            g.ExpectColumnMaxToBeBetween(column="nearest_eval_sim", max_value=cfg.decontam_threshold,
-                                         strict_max=True),
-        ]),
-        Batch("kept_fraction", frac, [
-            g.ExpectColumnValuesToBeBetween(column="kept_fraction", min_value=cfg.min_kept_fraction,
-                                            max_value=1.0),
-        ]),
-        Batch("eval_byte_copies_in_kept", eval_shas, [g.ExpectTableRowCountToEqual(value=0)]),
-        Batch("removed", removed, [
-            g.ExpectColumnValuesToBeInSet(column="reason", value_set=[
-                "exact_duplicate", "near_duplicate", "eval_contamination"]),
-            g.ExpectColumnValuesToNotBeNull(column="nearest_path"),
-        ]),
-    ])
+    return validate(
+        "dedup",
+        [
+            Batch(
+                "kept",
+                kept,
+                [
+                    g.ExpectTableRowCountToBeBetween(min_value=1),
+                    g.ExpectColumnValuesToBeUnique(column="sha256"),
+                    g.ExpectColumnValuesToBeUnique(column="path"),
+                    g.ExpectColumnMaxToBeBetween(
+                        column="nearest_eval_sim", max_value=cfg.decontam_threshold, strict_max=True
+                    ),
+                ],
+            ),
+            Batch(
+                "kept_fraction",
+                frac,
+                [
+                    g.ExpectColumnValuesToBeBetween(
+                        column="kept_fraction", min_value=cfg.min_kept_fraction, max_value=1.0
+                    ),
+                ],
+            ),
+            Batch("eval_byte_copies_in_kept", eval_shas, [g.ExpectTableRowCountToEqual(value=0)]),
+            Batch(
+                "removed",
+                removed,
+                [
+                    g.ExpectColumnValuesToBeInSet(
+                        column="reason",
+                        value_set=["exact_duplicate", "near_duplicate", "eval_contamination"],
+                    ),
+                    g.ExpectColumnValuesToNotBeNull(column="nearest_path"),
+                ],
+            ),
+        ],
+    )
 
 
 def _eval_shas(eval_ids: pl.DataFrame, params: Params) -> list[str]:
@@ -83,15 +140,17 @@ def _eval_shas(eval_ids: pl.DataFrame, params: Params) -> list[str]:
     return [sha256_file(root / p) for p in eval_ids["path"]]
 
 
-def curated_suite(curated: pl.DataFrame, manifest: pl.DataFrame, lineage_stats: dict,
-                  params: Params) -> SuiteResult:
+def curated_suite(
+    curated: pl.DataFrame, manifest: pl.DataFrame, lineage_stats: dict, params: Params
+) -> SuiteResult:
     g = expectations()
     top = f"cluster_l{len(params.cluster.levels) - 1}"
     pool = Path(params.paths.pool)
     joined = curated.join(manifest.select("path", "status"), on="path", how="left")
     readable = curated.select(
-        pl.col("path").map_elements(lambda p: (pool / p).is_file() or "::" in p,
-                                    return_dtype=pl.Boolean).alias("readable")
+        pl.col("path")
+        .map_elements(lambda p: (pool / p).is_file() or "::" in p, return_dtype=pl.Boolean)
+        .alias("readable")
     )
     counts = curated.group_by(top).len().rename({"len": "count"})
     n_top = params.cluster.levels[-1]
@@ -100,44 +159,84 @@ def curated_suite(curated: pl.DataFrame, manifest: pl.DataFrame, lineage_stats: 
 
     ent = pl.DataFrame({"entropy": [normalised_entropy(c)]})
     cap = lineage_stats["top_level_cap"]
-    return validate("curated", [
-        Batch("curated", curated, [
-            g.ExpectTableRowCountToEqual(value=params.curate.target_size),
-            g.ExpectColumnValuesToBeUnique(column="path"),
-            g.ExpectColumnValuesToBeUnique(column="sha256"),
-        ]),
-        Batch("status_in_manifest", joined, [
-            g.ExpectColumnValuesToBeInSet(column="status", value_set=["ok"]),
-            g.ExpectColumnValuesToNotBeNull(column="status"),
-        ]),
-        Batch("readable", readable, [g.ExpectColumnValuesToBeInSet(column="readable", value_set=[True])]),
-        # the binary-searched cap, plus one for the remainder spread to make the total exact
-        Batch("top_level_counts", counts, [
-            g.ExpectColumnMaxToBeBetween(column="count", max_value=cap + 1),
-        ]),
-        Batch("top_level_entropy", ent, [
-            g.ExpectColumnValuesToBeBetween(column="entropy", min_value=params.curate.min_cluster_entropy),
-        ]),
-    ])
+    return validate(
+        "curated",
+        [
+            Batch(
+                "curated",
+                curated,
+                [
+                    g.ExpectTableRowCountToEqual(value=params.curate.target_size),
+                    g.ExpectColumnValuesToBeUnique(column="path"),
+                    g.ExpectColumnValuesToBeUnique(column="sha256"),
+                ],
+            ),
+            Batch(
+                "status_in_manifest",
+                joined,
+                [
+                    g.ExpectColumnValuesToBeInSet(column="status", value_set=["ok"]),
+                    g.ExpectColumnValuesToNotBeNull(column="status"),
+                ],
+            ),
+            Batch(
+                "readable",
+                readable,
+                [g.ExpectColumnValuesToBeInSet(column="readable", value_set=[True])],
+            ),
+            # the binary-searched cap, plus one for the remainder spread to make the total exact
+            Batch(
+                "top_level_counts",
+                counts,
+                [
+                    g.ExpectColumnMaxToBeBetween(column="count", max_value=cap + 1),
+                ],
+            ),
+            Batch(
+                "top_level_entropy",
+                ent,
+                [
+                    g.ExpectColumnValuesToBeBetween(
+                        column="entropy", min_value=params.curate.min_cluster_entropy
+                    ),
+                ],
+            ),
+        ],
+    )
 
 
 def training_suite(summary: dict, name: str) -> SuiteResult:
     """Loss finite, no collapse (feature std, teacher entropy), kNN better than chance."""
     g = expectations()
-    row = pl.DataFrame([{
-        "final_loss": summary["final_loss"],
-        "feature_std": summary["feature_std"],
-        "knn_top1": summary["knn_top1"],
-        "chance": summary["chance"],
-    }])
-    return validate(name, [
-        Batch("summary", row, [
-            g.ExpectColumnValuesToNotBeNull(column="final_loss"),
-            g.ExpectColumnValuesToBeBetween(column="final_loss", min_value=-1e6, max_value=1e6),
-            g.ExpectColumnValuesToBeBetween(column="feature_std", min_value=1e-4),
-            g.ExpectColumnPairValuesAToBeGreaterThanB(column_A="knn_top1", column_B="chance"),
-        ]),
-    ])
+    row = pl.DataFrame(
+        [
+            {
+                "final_loss": summary["final_loss"],
+                "feature_std": summary["feature_std"],
+                "knn_top1": summary["knn_top1"],
+                "chance": summary["chance"],
+            }
+        ]
+    )
+    return validate(
+        name,
+        [
+            Batch(
+                "summary",
+                row,
+                [
+                    g.ExpectColumnValuesToNotBeNull(column="final_loss"),
+                    g.ExpectColumnValuesToBeBetween(
+                        column="final_loss", min_value=-1e6, max_value=1e6
+                    ),
+                    g.ExpectColumnValuesToBeBetween(column="feature_std", min_value=1e-4),
+                    g.ExpectColumnPairValuesAToBeGreaterThanB(
+                        column_A="knn_top1", column_B="chance"
+                    ),
+                ],
+            ),
+        ],
+    )
 
 
 def read_json(path: Path) -> dict:

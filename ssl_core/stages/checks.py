@@ -19,7 +19,9 @@ from ssl_core.utils.atomic import write_json
 
 
 def _manifest(params: Params) -> SuiteResult:
-    return suites.manifest_suite(pl.read_parquet(Path(params.paths.manifest_dir) / MANIFEST), params)
+    return suites.manifest_suite(
+        pl.read_parquet(Path(params.paths.manifest_dir) / MANIFEST), params
+    )
 
 
 def _dedup(params: Params) -> SuiteResult:
@@ -45,13 +47,16 @@ def _curated(params: Params) -> SuiteResult:
 
 
 def _teacher(params: Params) -> SuiteResult:
-    return suites.training_suite(suites.read_json(Path(params.paths.teacher_dir) / "summary.json"), "teacher")
+    return suites.training_suite(
+        suites.read_json(Path(params.paths.teacher_dir) / "summary.json"), "teacher"
+    )
 
 
 def _students(params: Params) -> SuiteResult:
     results = [
         suites.training_suite(
-            suites.read_json(Path(params.paths.students_dir) / name / "summary.json"), f"student_{name}"
+            suites.read_json(Path(params.paths.students_dir) / name / "summary.json"),
+            f"student_{name}",
         )
         for name in params.distill.students
     ]

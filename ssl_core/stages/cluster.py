@@ -32,8 +32,12 @@ def run(params: Params, progress: bool = True) -> dict:
             "dedup: lower cluster.levels in params.yaml"
         )
     res = hierarchical_kmeans(
-        x, cfg.levels, n_iter=cfg.n_iter, n_resampling_steps=cfg.n_resampling_steps,
-        seed=cfg.seed, checkpoint_dir=Path(params.paths.clusters_dir).parent / ".cache" / "hkmeans",
+        x,
+        cfg.levels,
+        n_iter=cfg.n_iter,
+        n_resampling_steps=cfg.n_resampling_steps,
+        seed=cfg.seed,
+        checkpoint_dir=Path(params.paths.clusters_dir).parent / ".cache" / "hkmeans",
         progress=progress,
     )
     ids = res.point_cluster_ids()  # (N, L)

@@ -16,7 +16,9 @@ log = logging.getLogger("sslops")
 class StageRun:
     """Collects what a stage needs to write its lineage record when it finishes."""
 
-    def __init__(self, name: str, params: Params, sections: tuple[str, ...], seed: int | None = None):
+    def __init__(
+        self, name: str, params: Params, sections: tuple[str, ...], seed: int | None = None
+    ):
         self.name, self.params, self.sections, self.seed = name, params, sections, seed
         self.started = dt.datetime.now(dt.UTC)
         log.info("stage %s: started", name)

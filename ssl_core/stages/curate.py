@@ -38,7 +38,10 @@ def run(params: Params, progress: bool = True) -> dict:
         )
     assignments = [np.load(cdir / f"assign_l{lv}.npy") for lv in range(n_levels)]
     sel = balanced_sample(
-        assignments, cfg.target_size, strategy=cfg.strategy, seed=cfg.seed,
+        assignments,
+        cfg.target_size,
+        strategy=cfg.strategy,
+        seed=cfg.seed,
         distances=table["dist_l0"].to_numpy(),
     )
     curated = table[sel]

@@ -18,8 +18,11 @@ from ssl_core.stages.ingest import MANIFEST
 from ssl_core.utils.atomic import atomic_dir
 
 REMOVED_SCHEMA = {
-    "path": pl.String, "sha256": pl.String, "reason": pl.String,
-    "nearest_path": pl.String, "similarity": pl.Float64,
+    "path": pl.String,
+    "sha256": pl.String,
+    "reason": pl.String,
+    "nearest_path": pl.String,
+    "similarity": pl.Float64,
 }
 
 
@@ -35,13 +38,18 @@ def run(params: Params, progress: bool = True) -> dict:
     eval_emb = np.load(emb_dir / "eval.npy")
 
     exact = manifest.filter(pl.col("duplicate_of").is_not_null()).select(
-        "path", "sha256", pl.lit("exact_duplicate").alias("reason"),
-        pl.col("duplicate_of").alias("nearest_path"), pl.lit(1.0).alias("similarity"),
+        "path",
+        "sha256",
+        pl.lit("exact_duplicate").alias("reason"),
+        pl.col("duplicate_of").alias("nearest_path"),
+        pl.lit(1.0).alias("similarity"),
     )
     near = near_duplicates(pool, cfg.near_dup_threshold, k=cfg.k)
     paths = ids["path"].to_numpy()
     removed_near = ids.filter(pl.Series(~near.keep)).select(
-        "path", "sha256", pl.lit("near_duplicate").alias("reason"),
+        "path",
+        "sha256",
+        pl.lit("near_duplicate").alias("reason"),
         pl.Series("nearest_path", paths[near.nearest_kept[~near.keep]]),
         pl.Series("similarity", near.nearest_kept_sim[~near.keep].astype(np.float64)),
     )
@@ -52,19 +60,23 @@ def run(params: Params, progress: bool = True) -> dict:
     nn_sim = dec.similarity[:, 0].astype(np.float64)
     cont = ~dec.keep
     removed_cont = ids[kept_idx[cont]].select(
-        "path", "sha256", pl.lit("eval_contamination").alias("reason"),
+        "path",
+        "sha256",
+        pl.lit("eval_contamination").alias("reason"),
         pl.Series("nearest_path", eval_paths[nn_eval[cont]] if cont.any() else [], pl.String),
         pl.Series("similarity", nn_sim[cont]),
     )
     final = kept_idx[dec.keep]
     kept = ids[final].with_columns(
         pl.Series("emb_row", final, pl.Int64),
-        pl.Series("nearest_eval_path", eval_paths[nn_eval[dec.keep]] if len(final) else [], pl.String),
+        pl.Series(
+            "nearest_eval_path", eval_paths[nn_eval[dec.keep]] if len(final) else [], pl.String
+        ),
         pl.Series("nearest_eval_sim", nn_sim[dec.keep]),
     )
-    removed = pl.concat([
-        f.cast(REMOVED_SCHEMA) for f in (exact, removed_near, removed_cont)
-    ]).sort("path")
+    removed = pl.concat([f.cast(REMOVED_SCHEMA) for f in (exact, removed_near, removed_cont)]).sort(
+        "path"
+    )
     n_in = int((manifest["status"] == "ok").sum())
     stats = {
         "input_ok_rows": n_in,
@@ -78,6 +90,13 @@ def run(params: Params, progress: bool = True) -> dict:
     with atomic_dir(params.paths.dedup_dir) as tmp:
         kept.write_parquet(tmp / "kept.parquet")
         removed.write_parquet(tmp / "removed.parquet")
-        st.lineage(tmp, {"manifest": manifest_path, "embeddings": emb_dir / "pool.npy",
-                         "eval_embeddings": emb_dir / "eval.npy"}, stats)
+        st.lineage(
+            tmp,
+            {
+                "manifest": manifest_path,
+                "embeddings": emb_dir / "pool.npy",
+                "eval_embeddings": emb_dir / "eval.npy",
+            },
+            stats,
+        )
     return stats

@@ -19,16 +19,28 @@ def run(params: Params, progress: bool = True) -> dict:
     curated_path = Path(params.paths.curated_dir) / CURATED
     teacher_dir = Path(params.paths.teacher_dir)
     paths = pl.read_parquet(curated_path)["path"].to_list()
-    probe = make_knn_probe(params.paths.eval_dir, params.train.image_size, temperature=params.eval.temperature)
+    probe = make_knn_probe(
+        params.paths.eval_dir, params.train.image_size, temperature=params.eval.temperature
+    )
     results = {}
     for name in cfg.students:
         out = Path(params.paths.students_dir) / name
         out.mkdir(parents=True, exist_ok=True)
         results[name] = distill_student(
-            cfg, name, teacher_dir, Path(params.paths.pool), paths, out,
-            knn_probe=probe, chance=1.0 / n_classes(params.paths.eval_dir), resume=True,
+            cfg,
+            name,
+            teacher_dir,
+            Path(params.paths.pool),
+            paths,
+            out,
+            knn_probe=probe,
+            chance=1.0 / n_classes(params.paths.eval_dir),
+            resume=True,
             progress=progress,
         )
-        st.lineage(out, {"curated": curated_path, "teacher": teacher_dir / "model.safetensors"},
-                   results[name])
+        st.lineage(
+            out,
+            {"curated": curated_path, "teacher": teacher_dir / "model.safetensors"},
+            results[name],
+        )
     return results

@@ -19,10 +19,16 @@ def mark_exact_duplicates(df: pl.DataFrame) -> pl.DataFrame:
     order), the path of the first copy; null for the kept copy and for quarantined rows."""
     ok = df.filter(pl.col("status") == "ok").sort("path")
     first = ok.group_by("sha256", maintain_order=True).agg(pl.col("path").first().alias("first"))
-    ok = ok.join(first, on="sha256").with_columns(
-        pl.when(pl.col("path") != pl.col("first")).then(pl.col("first")).alias("duplicate_of")
-    ).drop("first")
-    bad = df.filter(pl.col("status") != "ok").with_columns(pl.lit(None, pl.String).alias("duplicate_of"))
+    ok = (
+        ok.join(first, on="sha256")
+        .with_columns(
+            pl.when(pl.col("path") != pl.col("first")).then(pl.col("first")).alias("duplicate_of")
+        )
+        .drop("first")
+    )
+    bad = df.filter(pl.col("status") != "ok").with_columns(
+        pl.lit(None, pl.String).alias("duplicate_of")
+    )
     return pl.concat([ok, bad]).sort("path")
 
 
@@ -36,7 +42,10 @@ def run(params: Params, progress: bool = True) -> dict:
         "quarantined": int((df["status"] == "quarantined").sum()),
         "exact_duplicates": int(df["duplicate_of"].is_not_null().sum()),
         "quarantine_reasons": {
-            r: int(n) for r, n in df.filter(pl.col("reason").is_not_null())["reason"].value_counts().iter_rows()
+            r: int(n)
+            for r, n in df.filter(pl.col("reason").is_not_null())["reason"]
+            .value_counts()
+            .iter_rows()
         },
     }
     with atomic_dir(out) as tmp:

@@ -21,10 +21,16 @@ def run(params: Params, progress: bool = True) -> dict:
     out = Path(params.paths.teacher_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = train_teacher(
-        cfg, Path(params.paths.pool), paths, out,
-        knn_probe=make_knn_probe(params.paths.eval_dir, cfg.image_size, temperature=params.eval.temperature),
+        cfg,
+        Path(params.paths.pool),
+        paths,
+        out,
+        knn_probe=make_knn_probe(
+            params.paths.eval_dir, cfg.image_size, temperature=params.eval.temperature
+        ),
         chance=1.0 / n_classes(params.paths.eval_dir),
-        resume=True, progress=progress,
+        resume=True,
+        progress=progress,
     )
     st.lineage(out, {"curated": curated_path}, summary)
     return summary

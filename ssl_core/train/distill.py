@@ -32,8 +32,6 @@ from ssl_core.train.trainer import HEAD, HEAD_METADATA_KEY, MODEL, Runtime, Step
 __all__ = ["distill_student", "load_teacher", "student_config"]
 
 
-
-
 def student_config(name: str, **overrides: Any) -> ViTConfig:
     """Config of a student preset from :mod:`ssl_core.models.presets` (ValueError lists names)."""
     return get_config(name, **overrides)

@@ -32,12 +32,27 @@ def test_whole_graph_dagster_then_dvc(tmp_path):
     project = make_tiny_project(tmp_path / "proj")
     result = _materialize(project, "dvc")
     assert result.success
-    mats = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
-            if hasattr(e, "asset_key")}
-    assert mats == {"raw_pool", "raw_manifest", "embeddings", "dedup", "clusters",
-                    "curated_dataset", "teacher", "students", "eval_reports"}
-    checks = [e.event_specific_data for e in result.all_events
-              if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    mats = {
+        e.asset_key.to_user_string()
+        for e in result.get_asset_materialization_events()
+        if hasattr(e, "asset_key")
+    }
+    assert mats == {
+        "raw_pool",
+        "raw_manifest",
+        "embeddings",
+        "dedup",
+        "clusters",
+        "curated_dataset",
+        "teacher",
+        "students",
+        "eval_reports",
+    }
+    checks = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
     assert len(checks) == 5 and all(c.passed for c in checks)
 
     # Dagster metadata carries lineage; DVC is in lock-step
@@ -69,14 +84,18 @@ def test_whole_graph_dagster_then_dvc(tmp_path):
 
 
 def test_failing_gx_check_blocks_downstream(tmp_path):
-    project = make_tiny_project(tmp_path / "proj", {"ingest": {"max_quarantine_rate": 0.0}},
-                                with_dvc=False)
+    project = make_tiny_project(
+        tmp_path / "proj", {"ingest": {"max_quarantine_rate": 0.0}}, with_dvc=False
+    )
     result = _materialize(project, "cli", selection=["raw_pool", "raw_manifest", "embeddings"])
     assert not result.success
     mats = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert mats == {"raw_pool", "raw_manifest"}
-    evals = [e.event_specific_data for e in result.all_events
-             if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    evals = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
     assert [c.passed for c in evals] == [False]
     assert evals[0].metadata["failed_expectations"].value == 1
     assert not (project / "data/embeddings").exists()

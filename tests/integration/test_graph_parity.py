@@ -56,13 +56,19 @@ def test_same_stages_and_edges():
 def test_every_check_stage_gates_downstream_and_is_a_blocking_asset_check():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     d = load_defs()
-    checks = {k.name: k.asset_key.to_user_string() for k in d.resolve_asset_graph().asset_check_keys}
+    checks = {
+        k.name: k.asset_key.to_user_string() for k in d.resolve_asset_graph().asset_check_keys
+    }
     for spec in GRAPH:
         if not spec.check:
             continue
         assert spec.check_stage in stages
         assert checks[f"gx_{spec.check}"] == spec.asset
-        out = next(iter(stages[spec.check_stage]["outs"][0]))  if isinstance(stages[spec.check_stage]["outs"][0], dict) else stages[spec.check_stage]["outs"][0]
+        out = (
+            next(iter(stages[spec.check_stage]["outs"][0]))
+            if isinstance(stages[spec.check_stage]["outs"][0], dict)
+            else stages[spec.check_stage]["outs"][0]
+        )
         consumers = [n for n, st in stages.items() if out in st.get("deps", [])]
         downstream = [s.dvc_stage for s in GRAPH if spec.asset in s.deps]
         if downstream:

@@ -13,9 +13,15 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 
 TINY = {
-    "demo": {"max_per_class": 60, "imbalance_ratio": 10, "exact_duplicates": 10,
-             "near_duplicates": 10, "broken_files": 4, "eval_bank_per_class": 20,
-             "eval_query_per_class": 10},
+    "demo": {
+        "max_per_class": 60,
+        "imbalance_ratio": 10,
+        "exact_duplicates": 10,
+        "near_duplicates": 10,
+        "broken_files": 4,
+        "eval_bank_per_class": 20,
+        "eval_query_per_class": 10,
+    },
     "cluster": {"levels": [12, 4], "n_resampling_steps": 1},
     "curate": {"target_size": 80, "min_cluster_entropy": 0.5},
     "train": {"epochs": 1, "max_steps": 3, "batch_size": 16},
@@ -31,7 +37,9 @@ def dvc_bin() -> str | None:
 def make_tiny_project(dest: Path, overrides: dict | None = None, with_dvc: bool = True) -> Path:
     """Copy code + pipeline files into ``dest``; write params.yaml with tiny sizes."""
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(REPO / "ssl_core", dest / "ssl_core", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "ssl_core", dest / "ssl_core", ignore=shutil.ignore_patterns("__pycache__")
+    )
     for f in ("dvc.yaml", ".dvcignore"):
         if (REPO / f).exists():
             shutil.copy(REPO / f, dest / f)
@@ -42,7 +50,21 @@ def make_tiny_project(dest: Path, overrides: dict | None = None, with_dvc: bool 
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     if with_dvc:
         run(["git", "init", "-q"], dest)
-        run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "init"], dest)
+        run(
+            [
+                "git",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "user.name=t",
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                "init",
+            ],
+            dest,
+        )
         run([dvc_bin(), "init", "-q"], dest)
         run([dvc_bin(), "config", "core.analytics", "false"], dest)
     return dest
@@ -58,5 +80,7 @@ def env() -> dict[str, str]:
 def run(cmd: list[str], cwd: Path) -> str:
     p = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
     if p.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+        )
     return p.stdout + p.stderr

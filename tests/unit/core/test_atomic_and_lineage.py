@@ -44,7 +44,10 @@ def test_lineage_record(tmp_path):
     f = tmp_path / "in.bin"
     f.write_bytes(b"abc")
     rec = build_lineage("s", {"x": {"a": 1}}, {"in": f}, seed=3, stats={"rows": 1})
-    assert rec["input_hashes"]["in"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert (
+        rec["input_hashes"]["in"]
+        == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )
     assert len(rec["params_hash"]) == 64 and rec["seed"] == 3 and "torch" in rec["libraries"]
     assert rec["git_sha"]
     write_lineage(tmp_path, rec)

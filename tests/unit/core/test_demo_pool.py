@@ -11,8 +11,16 @@ def test_class_sizes_long_tail():
 
 
 def _cfg(**kw):
-    base = dict(max_per_class=50, imbalance_ratio=10, exact_duplicates=5, near_duplicates=5,
-                broken_files=4, eval_bank_per_class=5, eval_query_per_class=3, seed=1)
+    base = dict(
+        max_per_class=50,
+        imbalance_ratio=10,
+        exact_duplicates=5,
+        near_duplicates=5,
+        broken_files=4,
+        eval_bank_per_class=5,
+        eval_query_per_class=3,
+        seed=1,
+    )
     return DemoConfig(**{**base, **kw})
 
 
@@ -29,6 +37,8 @@ def test_demo_pool_contents_and_determinism(tmp_path, fmnist_required):
     assert ev.filter(pl.col("split") == "query").height == 30
     # file names carry no label information
     assert not any(str(c) in p for p in labels["path"] for c in ("label", "class"))
-    other = build_demo(_cfg(seed=2), tmp_path / "c" / "raw", tmp_path / "c" / "eval", progress=False)
+    other = build_demo(
+        _cfg(seed=2), tmp_path / "c" / "raw", tmp_path / "c" / "eval", progress=False
+    )
     assert other.pool_files == s.pool_files
     assert hash_path(tmp_path / "c" / "raw") != hash_path(tmp_path / "a" / "raw")

@@ -11,7 +11,9 @@ def test_knn_separable_and_chance():
     bank = centers[yb] + torch.randn(300, 16, generator=g)
     query = centers[yq] + torch.randn(90, 16, generator=g)
     assert knn_accuracy(bank, yb, query, yq, ks=(10,))[10] == 1.0
-    rand = knn_accuracy(torch.randn(300, 16, generator=g), yb, torch.randn(90, 16, generator=g), yq, ks=(10,))
+    rand = knn_accuracy(
+        torch.randn(300, 16, generator=g), yb, torch.randn(90, 16, generator=g), yq, ks=(10,)
+    )
     assert rand[10] < 0.6
 
 

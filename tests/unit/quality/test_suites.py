@@ -35,7 +35,10 @@ def test_manifest_suite_fails_on_quarantine_rate(manifest):
 
 def test_manifest_suite_fails_on_duplicate_kept_sha_and_schema(manifest):
     bad = manifest.with_columns(
-        pl.when(pl.col("path") == "a/001.png").then(pl.lit(manifest["sha256"][0])).otherwise(pl.col("sha256")).alias("sha256")
+        pl.when(pl.col("path") == "a/001.png")
+        .then(pl.lit(manifest["sha256"][0]))
+        .otherwise(pl.col("sha256"))
+        .alias("sha256")
     )
     r = manifest_suite(bad, _params(ingest={"max_quarantine_rate": 0.1}))
     assert ("kept_rows", "expect_column_values_to_be_unique") in _failed(r)
@@ -45,15 +48,35 @@ def test_manifest_suite_fails_on_duplicate_kept_sha_and_schema(manifest):
 
 def _kept(sims):
     n = len(sims)
-    return pl.DataFrame({"path": [f"p{i}" for i in range(n)], "sha256": [f"{i:064x}" for i in range(n)],
-                         "emb_row": list(range(n)), "nearest_eval_path": ["e"] * n, "nearest_eval_sim": sims})
+    return pl.DataFrame(
+        {
+            "path": [f"p{i}" for i in range(n)],
+            "sha256": [f"{i:064x}" for i in range(n)],
+            "emb_row": list(range(n)),
+            "nearest_eval_path": ["e"] * n,
+            "nearest_eval_sim": sims,
+        }
+    )
 
 
 def test_dedup_suite_pass_and_leak(tmp_path):
-    removed = pl.DataFrame({"path": ["x"], "sha256": ["0" * 64], "reason": ["near_duplicate"],
-                            "nearest_path": ["p0"], "similarity": [0.999]})
-    eval_ids = pl.DataFrame({"path": [], "label": [], "split": []}, schema={"path": pl.String, "label": pl.Int64, "split": pl.String})
-    params = _params(dedup={"decontam_threshold": 0.95, "min_kept_fraction": 0.5}, paths={"eval_dir": str(tmp_path)})
+    removed = pl.DataFrame(
+        {
+            "path": ["x"],
+            "sha256": ["0" * 64],
+            "reason": ["near_duplicate"],
+            "nearest_path": ["p0"],
+            "similarity": [0.999],
+        }
+    )
+    eval_ids = pl.DataFrame(
+        {"path": [], "label": [], "split": []},
+        schema={"path": pl.String, "label": pl.Int64, "split": pl.String},
+    )
+    params = _params(
+        dedup={"decontam_threshold": 0.95, "min_kept_fraction": 0.5},
+        paths={"eval_dir": str(tmp_path)},
+    )
     assert dedup_suite(_kept([0.5, 0.9]), removed, eval_ids, 3, params).success
     leak = dedup_suite(_kept([0.5, 0.96]), removed, eval_ids, 3, params)
     assert _failed(leak) == {("kept", "expect_column_max_to_be_between")}
@@ -64,9 +87,13 @@ def test_dedup_suite_pass_and_leak(tmp_path):
 def test_curated_suite_caps_size_and_quarantine(manifest, digits_pool):
     ok = manifest.filter(pl.col("status") == "ok").head(20)
     cur = ok.select("path", "sha256").with_columns(
-        pl.Series("cluster_l0", [i % 4 for i in range(20)]))
-    params = _params(paths={"pool": str(digits_pool)}, cluster={"levels": [4]},
-                     curate={"target_size": 20, "min_cluster_entropy": 0.9})
+        pl.Series("cluster_l0", [i % 4 for i in range(20)])
+    )
+    params = _params(
+        paths={"pool": str(digits_pool)},
+        cluster={"levels": [4]},
+        curate={"target_size": 20, "min_cluster_entropy": 0.9},
+    )
     assert curated_suite(cur, manifest, {"top_level_cap": 5}, params).success
     # cap violated + wrong size + a quarantined, unreadable file slipped in
     q = manifest.filter(pl.col("status") == "quarantined").head(1).select("path", "sha256")
