@@ -10,17 +10,13 @@ import torch
 
 from ssl_core.curation.embed import BackboneEmbedder, Embedder, embed_paths
 from ssl_core.data.demo_pool import EVAL_LABELS
+from ssl_core.data.eval_set import load_eval_labels
 from ssl_core.eval.knn import knn_accuracy
 
 
 def load_eval_split(eval_dir: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    df = load_eval_labels(eval_dir)
     path = Path(eval_dir) / EVAL_LABELS
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: evaluation needs {EVAL_LABELS} with columns path, label, "
-            "split (bank | query) next to the eval images; `sslops import-demo` builds one"
-        )
-    df = pl.read_parquet(path)
     bank, query = df.filter(pl.col("split") == "bank"), df.filter(pl.col("split") == "query")
     if bank.is_empty() or query.is_empty():
         raise ValueError(f"{path}: needs rows with split == 'bank' and split == 'query'")

@@ -18,21 +18,12 @@ from ssl_core.config import Params
 from ssl_core.curation.embed import make_embedder, model_hash
 from ssl_core.curation.embed_cache import EmbeddingCache, embed_with_cache
 from ssl_core.data.demo_pool import EVAL_LABELS
+from ssl_core.data.eval_set import load_eval_labels
 from ssl_core.data.images import read_bytes
 from ssl_core.stages.common import StageRun
 from ssl_core.stages.ingest import MANIFEST
 from ssl_core.utils.atomic import atomic_dir, write_json
 from ssl_core.utils.hashing import sha256_bytes
-
-
-def load_eval_labels(eval_dir: str | Path) -> pl.DataFrame:
-    path = Path(eval_dir) / EVAL_LABELS
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: the eval set is a folder with images and {EVAL_LABELS} "
-            "(columns path, label, split in {bank, query}); `sslops import-demo` builds one"
-        )
-    return pl.read_parquet(path)
 
 
 def cache_root(params: Params) -> Path:
