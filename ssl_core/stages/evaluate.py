@@ -33,7 +33,7 @@ def _models(params: Params) -> dict:
         t.preset, img_size=t.image_size, num_register_tokens=t.num_register_tokens
     )
     models = {
-        "raw_pixels": PixelEmbedder(28),
+        "raw_pixels": PixelEmbedder(params.embed.image_size),
         f"random_init_{t.preset}": BackboneEmbedder(random_vit, t.image_size, "random"),
         "teacher": make_embedder(params.paths.teacher_dir, t.image_size),
     }
