@@ -10,6 +10,16 @@ from PIL import Image
 
 from ssl_core.config import TrainConfig
 
+# Files every training run (teacher and student) writes into its output folder.
+OUTPUT_FILES = (
+    "model.safetensors",
+    "head.safetensors",
+    "config.json",
+    "metrics.jsonl",
+    "summary.json",
+    "checkpoint.pt",
+)
+
 
 def make_images(root: Path, n: int, seed: int = 0, size: int = 28) -> list[str]:
     """``n`` grey PNGs of random rectangles / blobs (28x28, like Fashion-MNIST)."""

@@ -12,6 +12,7 @@ from ssl_core.models.official import load_backbone
 from ssl_core.train.distill import distill_student, student_config
 from ssl_core.train.trainer import train_teacher
 from ssl_core.utils.hashing import sha256_file
+from tests.unit.train.conftest import OUTPUT_FILES
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +54,7 @@ def test_distill_writes_student_and_keeps_teacher(image_pool, teacher_dir, tmp_p
     )
     after = {p.name: sha256_file(p) for p in teacher_dir.iterdir() if p.is_file()}
     assert before == after
-    for name in (
-        "model.safetensors",
-        "head.safetensors",
-        "config.json",
-        "metrics.jsonl",
-        "summary.json",
-        "checkpoint.pt",
-    ):
+    for name in OUTPUT_FILES:
         assert (tmp_path / name).is_file(), name
     assert summary["steps"] == 3 and math.isfinite(summary["final_loss"])
     assert summary["knn_top1"] == 0.3

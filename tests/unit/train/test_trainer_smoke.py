@@ -10,6 +10,7 @@ import torch
 
 from ssl_core.models.official import load_backbone
 from ssl_core.train.trainer import CollapseError, train_teacher
+from tests.unit.train.conftest import OUTPUT_FILES
 
 SUMMARY_KEYS = {
     "final_loss",
@@ -36,14 +37,7 @@ def test_train_teacher_writes_outputs(image_pool, tmp_path, tiny_train_cfg):
         progress=False,
         on_step=lambda s, m: seen.append(m),
     )
-    for name in (
-        "model.safetensors",
-        "head.safetensors",
-        "config.json",
-        "metrics.jsonl",
-        "summary.json",
-        "checkpoint.pt",
-    ):
+    for name in OUTPUT_FILES:
         assert (tmp_path / name).is_file(), name
     assert set(summary) >= SUMMARY_KEYS
     assert summary["steps"] == 4 and len(seen) == 4
