@@ -146,6 +146,9 @@ class _RecipeConfig(_Section):
     )
     checkpoint_every: int = Field(200, gt=0, description="steps between checkpoints")
     log_every: int = Field(10, gt=0, description="steps between metrics.jsonl lines")
+    knn_every: int = Field(
+        0, ge=0, description="steps between kNN probes of the EMA model (0: only at the end)"
+    )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     num_threads: int | None = Field(
         None, gt=0, description="torch CPU threads per process (default: cores / processes)"

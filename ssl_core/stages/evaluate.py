@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import torch
 
 from ssl_core.config import Params
 from ssl_core.curation.embed import BackboneEmbedder, PixelEmbedder, make_embedder
@@ -18,20 +17,18 @@ from ssl_core.eval.curation_plots import (
 )
 from ssl_core.eval.curation_report import curation_report
 from ssl_core.eval.probe import knn_eval
-from ssl_core.models.presets import build_vit
 from ssl_core.stages.cluster import ASSIGNMENTS, level_col
 from ssl_core.stages.common import StageRun
 from ssl_core.stages.curate import CURATED
 from ssl_core.stages.ingest import MANIFEST
+from ssl_core.train.trainer import build_teacher_model
 from ssl_core.utils.atomic import atomic_dir, write_json, write_text
 
 
 def _models(params: Params) -> dict:
     t = params.train
-    torch.manual_seed(t.seed)
-    random_vit = build_vit(
-        t.preset, img_size=t.image_size, num_register_tokens=t.num_register_tokens
-    )
+    # the teacher at step 0 (same seed, layer-scale, registers): what training added
+    random_vit = build_teacher_model(t).ema.backbone
     models = {
         "raw_pixels": PixelEmbedder(params.embed.image_size),
         f"random_init_{t.preset}": BackboneEmbedder(random_vit, t.image_size, "random"),

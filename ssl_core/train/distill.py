@@ -26,8 +26,10 @@ from ssl_core.config import DistillConfig
 from ssl_core.models.official import load_backbone
 from ssl_core.models.presets import get_config
 from ssl_core.models.vit import VisionTransformer, ViTConfig
+from ssl_core.train.outputs import HEAD, HEAD_METADATA_KEY, MODEL
+from ssl_core.train.runtime import Runtime
 from ssl_core.train.ssl_model import SSLModel, SSLNet, make_head_config
-from ssl_core.train.trainer import HEAD, HEAD_METADATA_KEY, MODEL, Runtime, StepHook, fit
+from ssl_core.train.trainer import StepHook, fit
 
 __all__ = ["distill_student", "load_teacher", "student_config"]
 

@@ -30,31 +30,24 @@ two spinning OpenMP threads on a busy machine ran at 3.4 img/s (1 thread: 14 img
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
-import os
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ssl_core.config import DistillConfig, TrainConfig
 from ssl_core.data.augment import MultiCropAugmentation, MultiCropConfig
 from ssl_core.data.dataset import ImageDataset, collate_skip_bad
-from ssl_core.data.normalize import normalize
 from ssl_core.models.official import save_backbone
 from ssl_core.models.param_groups import param_groups
 from ssl_core.models.presets import build_vit
@@ -64,140 +57,38 @@ from ssl_core.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from ssl_core.train.collapse import CollapseError, CollapseMonitor
+from ssl_core.train.outputs import (
+    CHECKPOINT,
+    HEAD,
+    HEAD_METADATA_KEY,
+    MODEL,
+    eval_feature_std,
+    rewrite_metrics,
+    save_head,
+    weights_sha256,
+)
+from ssl_core.train.runtime import ResumableSampler, Runtime, step_seed
 from ssl_core.train.schedules import build_schedules
 from ssl_core.train.ssl_model import SSLModel, SSLNet, make_head_config
 from ssl_core.train.step import Losses, resolve_packed, train_step
-from ssl_core.utils.atomic import atomic_path, write_json
+from ssl_core.utils.atomic import write_json
 
-__all__ = ["CollapseError", "train_teacher"]
+__all__ = [
+    "HEAD",
+    "HEAD_METADATA_KEY",
+    "MODEL",
+    "CollapseError",
+    "Runtime",
+    "StepHook",
+    "build_teacher_model",
+    "fit",
+    "train_teacher",
+]
 
 log = logging.getLogger("sslops.train")
 
-CHECKPOINT = "checkpoint.pt"
-MODEL = "model.safetensors"
-HEAD = "head.safetensors"
-HEAD_METADATA_KEY = "head_config"
 StepHook = Callable[[int, dict[str, float]], None]
-
-
-class CollapseError(RuntimeError):
-    """Training diverged (non-finite loss) or collapsed (constant or degenerate teacher)."""
-
-
-# ----------------------------------------------------------------------------- runtime
-@dataclass
-class Runtime:
-    """Process-level setup: device, distributed rank/world, threads."""
-
-    device: torch.device
-    rank: int = 0
-    world: int = 1
-    owns_group: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def start(cls, num_threads: int | None) -> Runtime:
-        """Read ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (torchrun); init the process group."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", str(rank)))
-        if torch.cuda.is_available():
-            device = torch.device("cuda", local % torch.cuda.device_count())
-            torch.cuda.set_device(device)
-        else:
-            device = torch.device("cpu")
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-            torch.set_num_threads(num_threads or max(1, cores // world))
-        owns = False
-        if world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-            owns = True
-        return cls(device, rank, world, owns)
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-    def all_max(self, values: list[float]) -> list[float]:
-        if self.world == 1:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return t.tolist()
-
-    def close(self) -> None:
-        if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def step_seed(seed: int, rank: int, step: int) -> int:
-    """Seed of the per-step generator (augmentation, masks, drop-path)."""
-    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0] >> 1)
-
-
-class ResumableSampler(DistributedSampler):
-    """``DistributedSampler`` (order from seed + epoch) that can start mid-epoch."""
-
-    def __init__(
-        self, dataset: ImageDataset, world: int, rank: int, seed: int, start: int = 0
-    ) -> None:
-        super().__init__(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
-        self.start = start
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(list(super().__iter__())[self.start :])
-
-    def __len__(self) -> int:
-        return max(0, self.num_samples - self.start)
-
-
-# ----------------------------------------------------------------------------- io
-def weights_sha256(module: nn.Module) -> str:
-    """Hash of a module's tensors (key order), for cross-rank / cross-run equality checks."""
-    h = hashlib.sha256()
-    for k, v in module.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def save_head(net: SSLNet, path: Path) -> Path:
-    """Write the head tensors with their settings as metadata (atomically)."""
-    meta = {"format": "pt", HEAD_METADATA_KEY: json.dumps(net.head_config)}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in net.heads_state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-    return path
-
-
-def _rewrite_metrics(path: Path, upto_step: int) -> None:
-    """Drop metric lines past the checkpoint step (they will be produced again)."""
-    if not path.exists():
-        return
-    keep = [
-        ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= upto_step
-    ]
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(ln + "\n" for ln in keep))
-
-
-@torch.no_grad()
-def eval_feature_std(
-    backbone: nn.Module, ds: ImageDataset, device: torch.device, n: int = 256
-) -> float:
-    """Std over a fixed batch (first ``n`` readable images) of l2-normalised CLS, per dim averaged."""
-    items = [it for it in (ds[i] for i in range(min(len(ds), n))) if it is not None]
-    if len(items) < 2:
-        return float("nan")
-    x = normalize(torch.stack([t for t, _ in items]).to(device))
-    was = backbone.training
-    backbone.eval()
-    cls = backbone(x).float()  # (n, D)
-    backbone.train(was)
-    return float(F.normalize(cls, dim=-1).std(dim=0).mean())
 
 
 # ----------------------------------------------------------------------------- loop
@@ -284,7 +175,7 @@ def fit(
         if resumed_from is None:
             metrics_path.unlink(missing_ok=True)
         else:
-            _rewrite_metrics(metrics_path, resumed_from)
+            rewrite_metrics(metrics_path, resumed_from)
 
     student: nn.Module = model.student
     if rt.world > 1:
@@ -320,7 +211,7 @@ def fit(
     wall_before = state["wall_s"]
     timed_images, timed_s = 0, 0.0
     window: list[dict[str, float]] = []
-    bad_run = 0
+    monitor = CollapseMonitor(grace, cfg.collapse_patience, rt.all_max)
     epoch = state["epoch"]
     while state["step"] < total_steps and epoch < cfg.epochs:
         start = state["batch"] * cfg.batch_size if epoch == state["epoch"] else 0
@@ -369,23 +260,7 @@ def fit(
             if step > 0 or resumed_from is not None:  # first step pays one-off costs
                 timed_images, timed_s = timed_images + n_img, timed_s + dt
 
-            # collapse detection (flags agreed across ranks)
-            nonfinite = not math.isfinite(m["loss"])
-            degenerate = step >= grace and (
-                m["feature_std"] < 1e-6
-                or m["teacher_entropy"] > 0.98 * m["log_k"]
-                or m["teacher_marginal_entropy"] < 0.02 * m["log_k"]
-            )
-            nonfinite_any, degenerate_any = rt.all_max([float(nonfinite), float(degenerate)])
-            if nonfinite_any:
-                raise CollapseError(f"non-finite loss at step {step}: {m}")
-            bad_run = bad_run + 1 if degenerate_any else 0
-            if bad_run >= cfg.collapse_patience:
-                raise CollapseError(
-                    f"collapse: teacher degenerate for {bad_run} consecutive steps (feature std "
-                    f"{m['feature_std']:.2e}, entropy {m['teacher_entropy']:.3f} / log K "
-                    f"{m['log_k']:.3f}, marginal entropy {m['teacher_marginal_entropy']:.3f})"
-                )
+            monitor.update(step, m)
 
             rec = {
                 "step": step + 1,
@@ -407,6 +282,17 @@ def fit(
                 with metrics_path.open("a") as f:
                     f.write(json.dumps({**mean, "step": state["step"], "epoch": epoch}) + "\n")
                 window = []
+            if (
+                knn_probe is not None
+                and cfg.knn_every
+                and state["step"] % cfg.knn_every == 0
+                and state["step"] < total_steps
+                and rt.is_main
+            ):  # the kNN curve; the probe draws no random numbers, so resume stays exact
+                acc = float(knn_probe(model.ema.backbone))
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps({"step": state["step"], "knn_top1": acc}) + "\n")
+                bar.write(f"step {state['step']}: kNN top-1 {acc:.3f}")
             if on_step is not None:
                 on_step(state["step"], rec)
             if state["step"] % cfg.checkpoint_every == 0 and state["step"] < total_steps:
