@@ -110,3 +110,22 @@ def test_launch_entry_point(image_pool, tmp_path, tiny_train_cfg, capsys):
     summary = main([*argv, "--no-progress"])
     assert summary["steps"] == 1 and (tmp_path / "t" / "model.safetensors").is_file()
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 1
+
+
+def test_knn_every_logs_a_probe_curve_of_the_ema_model(image_pool, tmp_path, tiny_train_cfg):
+    root, paths = image_pool
+    probed: list[bool] = []
+
+    def probe(backbone: torch.nn.Module) -> float:
+        probed.append(backbone.training)  # the final probe gets an eval-mode model
+        return float(len(probed)) / 10
+
+    train_teacher(
+        tiny_train_cfg(max_steps=5, knn_every=2), root, paths, tmp_path,
+        knn_probe=probe, progress=False,
+    )  # fmt: skip
+    lines = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    curve = [(r["step"], r["knn_top1"]) for r in lines if "knn_top1" in r]
+    assert curve == [(2, 0.1), (4, 0.2)]  # not at the last step: the summary holds that one
+    assert len(probed) == 3 and probed[-1] is False
+    assert json.loads((tmp_path / "summary.json").read_text())["knn_top1"] == 0.3
