@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import sys
@@ -56,6 +55,10 @@ def _mean(rows: list[dict]) -> dict:
     }
 
 
+def _sd(q: dict, key: str) -> str:
+    return f" ± {q[key + '_std']:.3f}" if key + "_std" in q else ""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
@@ -81,7 +84,9 @@ def main() -> None:
         "raw_pool": _quality(y, n_classes),
         "random": _mean(
             [
-                _quality(y[np.random.default_rng(s).choice(len(y), target, replace=False)], n_classes)
+                _quality(
+                    y[np.random.default_rng(s).choice(len(y), target, replace=False)], n_classes
+                )
                 for s in range(args.seeds)
             ]
         ),
@@ -126,10 +131,9 @@ def main() -> None:
         "|---|---|---|---|---|",
     ]
     for name, q in results.items():
-        sd = lambda k: f" ± {q[k + '_std']:.3f}" if k + "_std" in q else ""  # noqa: E731
         lines.append(
             f"| {name} | {q['covered']:.1f} / {n_classes} | {q['largest_share']:.3f}"
-            f"{sd('largest_share')} | {q['entropy_normalised']:.3f}{sd('entropy_normalised')} "
+            f"{_sd(q, 'largest_share')} | {q['entropy_normalised']:.3f}{_sd(q, 'entropy_normalised')} "
             f"| {q['max_min_ratio']:.1f} |"
         )
     (out / "curation_demo.md").write_text("\n".join(lines) + "\n")

@@ -92,7 +92,7 @@ def dedup_suite(
 ) -> SuiteResult:
     g, cfg = expectations(), params.dedup
     frac = pl.DataFrame({"kept_fraction": [kept.height / max(n_ok_input, 1)]})
-    eval_shas = kept.filter(pl.col("sha256").is_in(_eval_shas(eval_ids, params))).select("path")
+    eval_shas = kept.filter(pl.col("sha256").is_in(eval_ids["sha256"].implode())).select("path")
     return validate(
         "dedup",
         [
@@ -131,13 +131,6 @@ def dedup_suite(
             ),
         ],
     )
-
-
-def _eval_shas(eval_ids: pl.DataFrame, params: Params) -> list[str]:
-    from ssl_core.utils.hashing import sha256_file
-
-    root = Path(params.paths.eval_dir)
-    return [sha256_file(root / p) for p in eval_ids["path"]]
 
 
 def curated_suite(

@@ -55,6 +55,9 @@ def run(params: Params, progress: bool = True) -> dict:
     write_json(cache.dir / "model.json", {"name": embedder.name, **embedder.fingerprint})
 
     eval_paths = eval_rows["path"].to_list()
+    eval_shas = _file_shas(params.paths.eval_dir, eval_paths)
+    # kept in eval_ids.parquet: the dedup check's byte-copy leakage test reads it, unhashed again
+    eval_rows = eval_rows.with_columns(pl.Series("sha256", eval_shas, dtype=pl.String))
     common = dict(shard_size=cfg.shard_size, batch_size=cfg.batch_size, progress=progress)
     with cache.lock():
         pool = embed_with_cache(
@@ -70,7 +73,7 @@ def run(params: Params, progress: bool = True) -> dict:
             cache,
             params.paths.eval_dir,
             eval_paths,
-            _file_shas(params.paths.eval_dir, eval_paths),
+            eval_shas,
             embedder,
             desc="embed eval",
             **common,

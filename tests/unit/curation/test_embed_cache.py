@@ -17,6 +17,7 @@ from ssl_core.curation.embed_cache import EmbeddingCache
 from ssl_core.data.demo_pool import EVAL_LABELS
 from ssl_core.stages import embed as stage
 from ssl_core.stages import ingest
+from ssl_core.utils.hashing import sha256_file
 from tests.conftest import png_bytes
 
 
@@ -177,7 +178,8 @@ def test_identical_to_uncached_path_for_pixels(tmp_path, digits_pool, eval_dir):
     ev = out["eval_ids"]["path"].to_list()
     direct_eval, _ = embed_paths(eval_dir, ev, PixelEmbedder(16), 8, progress=False)
     assert np.allclose(out["eval"], direct_eval, atol=1e-3)
-    assert out["eval_ids"].columns == ["path", "label", "split"]
+    assert out["eval_ids"].columns == ["path", "label", "split", "sha256"]
+    assert out["eval_ids"]["sha256"].to_list() == [sha256_file(eval_dir / q) for q in ev]
 
 
 def test_cache_roundtrip_and_validation(tmp_path):

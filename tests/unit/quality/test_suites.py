@@ -70,8 +70,8 @@ def test_dedup_suite_pass_and_leak(tmp_path):
         }
     )
     eval_ids = pl.DataFrame(
-        {"path": [], "label": [], "split": []},
-        schema={"path": pl.String, "label": pl.Int64, "split": pl.String},
+        {"path": ["e0"], "label": [0], "split": ["query"], "sha256": ["e" * 64]},
+        schema={"path": pl.String, "label": pl.Int64, "split": pl.String, "sha256": pl.String},
     )
     params = _params(
         dedup={"decontam_threshold": 0.95, "min_kept_fraction": 0.5},
@@ -80,6 +80,9 @@ def test_dedup_suite_pass_and_leak(tmp_path):
     assert dedup_suite(_kept([0.5, 0.9]), removed, eval_ids, 3, params).success
     leak = dedup_suite(_kept([0.5, 0.96]), removed, eval_ids, 3, params)
     assert _failed(leak) == {("kept", "expect_column_max_to_be_between")}
+    copy = _kept([0.5, 0.9]).with_columns(sha256=pl.Series(["0" * 64, "e" * 64]))
+    byte_copy = dedup_suite(copy, removed, eval_ids, 3, params)
+    assert _failed(byte_copy) == {("eval_byte_copies_in_kept", "expect_table_row_count_to_equal")}
     too_few = dedup_suite(_kept([0.5]), removed, eval_ids, 10, params)
     assert _failed(too_few) == {("kept_fraction", "expect_column_values_to_be_between")}
 
