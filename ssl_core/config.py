@@ -150,6 +150,9 @@ class _RecipeConfig(_Section):
         0, ge=0, description="steps between kNN probes of the EMA model (0: only at the end)"
     )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    distributed: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto", description="under torchrun: auto = FSDP for >= 200 M parameters, else DDP"
+    )
     num_threads: int | None = Field(
         None, gt=0, description="torch CPU threads per process (default: cores / processes)"
     )

@@ -165,6 +165,9 @@ class SSLModel(nn.Module):
     @torch.no_grad()
     def update_teacher(self, m: float) -> None:
         """EMA update ``ema <- m * ema + (1 - m) * student`` (all parameters)."""
+        for net in (self.ema, self.student):  # FSDP2 roots keep params gathered after forward
+            if hasattr(net, "reshard"):
+                net.reshard()
         ema_p = [p for p in self.ema.parameters()]
         st_p = [p.detach() for p in self.student.parameters()]
         torch._foreach_mul_(ema_p, m)

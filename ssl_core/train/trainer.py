@@ -58,6 +58,7 @@ from ssl_core.train.checkpoint import (
     set_rng_state,
 )
 from ssl_core.train.collapse import CollapseError, CollapseMonitor
+from ssl_core.train.fsdp import FSDPState, resolve_parallelism
 from ssl_core.train.outputs import (
     CHECKPOINT,
     HEAD,
@@ -116,6 +117,10 @@ def fit(
     out_dir.mkdir(parents=True, exist_ok=True)
     device = rt.device
     model.to(device).train()
+    n_params = sum(p.numel() for p in model.student.parameters())
+    parallelism = resolve_parallelism(cfg.distributed, rt.world, n_params)
+    # FSDP shards before the optimizer sees the parameters (they become DTensors)
+    fs = FSDPState(model, device, rt.world, rt.is_main) if parallelism == "fsdp" else None
     patch = model.student.backbone.patch_size
     mc = MultiCropConfig.scaled_for(image_size, patch, n_local=cfg.n_local_crops)
     augment = MultiCropAugmentation(mc, patch)
@@ -159,13 +164,23 @@ def fit(
         if ck["config"] != cfg_json:
             log.warning("%s was written with other parameters: starting from scratch", ckpt_path)
         else:
-            missing, unexpected = model.load_state_dict(ck["model"], strict=False)
-            if unexpected or any(not k.startswith("teacher.") for k in missing):
+            fmt = ck.get("optimizer_format", "torch")
+            if fmt != ("fqn" if fs else "torch"):
                 raise ValueError(
-                    f"{ckpt_path}: model keys do not match ({missing[:3]}, {unexpected[:3]})"
+                    f"{ckpt_path} holds a {fmt!r} optimizer state ({'FSDP' if fmt == 'fqn' else 'DDP'}"
+                    f" run) but this run is {parallelism}: set distributed: to the original "
+                    "setting, or delete the checkpoint to start over"
                 )
+            if fs is not None:
+                fs.load(ck["model"], ck["optimizer"], optimizer)
+            else:
+                missing, unexpected = model.load_state_dict(ck["model"], strict=False)
+                if unexpected or any(not k.startswith("teacher.") for k in missing):
+                    raise ValueError(
+                        f"{ckpt_path}: model keys do not match ({missing[:3]}, {unexpected[:3]})"
+                    )
+                optimizer.load_state_dict(ck["optimizer"])
             losses.load_state_dict(ck["losses"])
-            optimizer.load_state_dict(ck["optimizer"])
             set_rng_state(ck["rng"])
             state.update(ck["train_state"])
             resumed_from = state["step"]
@@ -178,7 +193,7 @@ def fit(
             rewrite_metrics(metrics_path, resumed_from)
 
     student: nn.Module = model.student
-    if rt.world > 1:
+    if parallelism == "ddp":
         student = DistributedDataParallel(
             model.student, device_ids=[device.index] if device.type == "cuda" else None
         )
@@ -186,13 +201,18 @@ def fit(
             model.ema.load_state_dict(model.student.state_dict())
 
     def checkpoint() -> None:
+        if fs is not None:  # collective gathers; rank 0 ends up with the full tensors
+            model_sd, optim_sd = fs.full_model_state(), fs.full_optimizer_state(optimizer)
+        else:
+            model_sd, optim_sd = model.trainable_state_dict(), optimizer.state_dict()
         if rt.is_main:
             save_checkpoint(
                 ckpt_path,
                 {
-                    "model": model.trainable_state_dict(),
+                    "model": model_sd,
                     "losses": losses.state_dict(),
-                    "optimizer": optimizer.state_dict(),
+                    "optimizer": optim_sd,
+                    "optimizer_format": "fqn" if fs else "torch",
                     "train_state": dict(state),
                     "rng": get_rng_state(),
                     "config": cfg_json,
@@ -287,12 +307,13 @@ def fit(
                 and cfg.knn_every
                 and state["step"] % cfg.knn_every == 0
                 and state["step"] < total_steps
-                and rt.is_main
             ):  # the kNN curve; the probe draws no random numbers, so resume stays exact
-                acc = float(knn_probe(model.ema.backbone))
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps({"step": state["step"], "knn_top1": acc}) + "\n")
-                bar.write(f"step {state['step']}: kNN top-1 {acc:.3f}")
+                net = fs.gathered_ema() if fs is not None else model.ema  # collective (FSDP)
+                if rt.is_main:
+                    acc = float(knn_probe(net.backbone))
+                    with metrics_path.open("a") as f:
+                        f.write(json.dumps({"step": state["step"], "knn_top1": acc}) + "\n")
+                    bar.write(f"step {state['step']}: kNN top-1 {acc:.3f}")
             if on_step is not None:
                 on_step(state["step"], rec)
             if state["step"] % cfg.checkpoint_every == 0 and state["step"] < total_steps:
@@ -307,11 +328,12 @@ def fit(
     state["wall_s"] = wall_before + time.perf_counter() - t_start
     checkpoint()
 
-    ema = model.ema
-    sha = weights_sha256(ema.backbone)
+    ema = fs.gathered_ema() if fs is not None else model.ema  # rank 0: unsharded (FSDP)
+    sha = weights_sha256(ema.backbone) if ema is not None else ""
     summary: dict[str, Any] = {}
     if rt.is_main:
-        feature_std = eval_feature_std(ema.backbone, ds, device)
+        # the unsharded FSDP copy lives on the CPU; everything else on the training device
+        feature_std = eval_feature_std(ema.backbone, ds, next(ema.parameters()).device)
         if state["step"] > grace and feature_std < 1e-6:
             raise CollapseError(
                 f"collapse: final teacher features are constant (std {feature_std:.2e})"
@@ -344,6 +366,7 @@ def fit(
             "packed": packed,
             "device": str(device),
             "world_size": rt.world,
+            "parallelism": parallelism,
             "weights_sha256": sha,
         }
         write_json(out_dir / "summary.json", summary)
