@@ -123,6 +123,12 @@ class _RecipeConfig(_Section):
     head_nlayers: int = Field(3, ge=1, description="Linear layers in the head MLP")
     freeze_last_layer_epochs: float = Field(1.0, ge=0, description="prototypes frozen this long")
     n_local_crops: int = Field(4, ge=0, description="local crops per image (2 globals always)")
+    global_crops_scale: tuple[float, float] = Field(
+        (0.32, 1.0), description="area range of the global random-resized crops (DINOv2)"
+    )
+    local_crops_scale: tuple[float, float] = Field(
+        (0.05, 0.32), description="area range of the local random-resized crops (DINOv2)"
+    )
     student_temp: float = Field(0.1, gt=0, description="student softmax temperature")
     teacher_temp: float = Field(0.04, gt=0, description="teacher temperature at step 0")
     teacher_temp_final: float = Field(0.07, gt=0, description="teacher temperature after warm-up")
@@ -166,6 +172,10 @@ class _RecipeConfig(_Section):
     def _ranges(self) -> _RecipeConfig:
         if self.mask_ratio_min > self.mask_ratio_max:
             raise ValueError("mask_ratio_min must be <= mask_ratio_max")
+        for name in ("global_crops_scale", "local_crops_scale"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi <= 1:
+                raise ValueError(f"{name} must satisfy 0 < low <= high <= 1, got {(lo, hi)}")
         if self.momentum_teacher_final < self.momentum_teacher:
             raise ValueError("momentum_teacher_final must be >= momentum_teacher")
         return self
@@ -176,6 +186,9 @@ class TrainConfig(_RecipeConfig):
 
     preset: str = Field("tiny", description="backbone preset (ssl_core.models.presets)")
     image_size: int = Field(32, gt=0, description="decode size = global crop size, px")
+    patch_size: int | None = Field(
+        None, gt=0, description="ViT patch size (null: the preset's; must divide image_size)"
+    )
     out_dim: int = Field(1024, gt=0, description="DINO / iBOT prototypes K")
     separate_ibot_head: bool = Field(False, description="own iBOT head (DINOv2 large models)")
 

@@ -122,7 +122,13 @@ def fit(
     # FSDP shards before the optimizer sees the parameters (they become DTensors)
     fs = FSDPState(model, device, rt.world, rt.is_main) if parallelism == "fsdp" else None
     patch = model.student.backbone.patch_size
-    mc = MultiCropConfig.scaled_for(image_size, patch, n_local=cfg.n_local_crops)
+    mc = MultiCropConfig.scaled_for(
+        image_size,
+        patch,
+        n_local=cfg.n_local_crops,
+        global_scale=tuple(cfg.global_crops_scale),
+        local_scale=tuple(cfg.local_crops_scale),
+    )
     augment = MultiCropAugmentation(mc, patch)
     packed = resolve_packed(cfg.packed, device)
 
@@ -381,6 +387,7 @@ def build_teacher_model(cfg: TrainConfig) -> SSLModel:
     backbone = build_vit(
         cfg.preset,
         img_size=cfg.image_size,
+        **({"patch_size": cfg.patch_size} if cfg.patch_size else {}),
         num_register_tokens=cfg.num_register_tokens,
         drop_path_rate=cfg.drop_path_rate,
         layerscale_init=cfg.layerscale_init,
