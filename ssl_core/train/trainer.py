@@ -92,6 +92,18 @@ log = logging.getLogger("sslops.train")
 StepHook = Callable[[int, dict[str, float]], None]
 
 
+# Settings that change how a run executes or reports, not what it computes: a checkpoint written
+# with other values of these is still resumed (e.g. more threads, or a denser kNN curve).
+RUNTIME_ONLY = ("num_threads", "num_workers", "log_every", "checkpoint_every", "knn_every")
+
+
+def _recipe_changes(saved_json: str, current_json: str) -> list[str]:
+    """Names of the recipe fields that differ between a checkpoint and this run."""
+    saved, current = json.loads(saved_json), json.loads(current_json)
+    keys = (set(saved) | set(current)) - set(RUNTIME_ONLY)
+    return sorted(k for k in keys if saved.get(k, "<missing>") != current.get(k, "<missing>"))
+
+
 # ----------------------------------------------------------------------------- loop
 def fit(
     cfg: TrainConfig | DistillConfig,
@@ -167,8 +179,13 @@ def fit(
     resumed_from = None
     if resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
-        if ck["config"] != cfg_json:
-            log.warning("%s was written with other parameters: starting from scratch", ckpt_path)
+        changed = _recipe_changes(ck["config"], cfg_json)
+        if changed:
+            log.warning(
+                "%s was written with other parameters (%s): starting from scratch",
+                ckpt_path,
+                ", ".join(changed),
+            )
         else:
             fmt = ck.get("optimizer_format", "torch")
             if fmt != ("fqn" if fs else "torch"):

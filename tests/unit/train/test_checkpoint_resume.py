@@ -25,6 +25,14 @@ def _metrics(path):
     ]
 
 
+def _kill_at(n):
+    def hook(step, _m):
+        if step == n:
+            raise Killed
+
+    return hook
+
+
 def test_resume_is_bit_identical(image_pool, tmp_path, tiny_train_cfg):
     root, paths = image_pool
     # 64 images / batch 16 = 4 steps per epoch, 2 epochs; checkpoint at step 3, kill at 5 (the
@@ -60,6 +68,22 @@ def test_other_config_starts_fresh(image_pool, tmp_path, tiny_train_cfg):
     s = train_teacher(tiny_train_cfg(max_steps=1), root, paths, tmp_path, progress=False)
     assert s["resumed_from_step"] is None and s["steps"] == 1
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_runtime_only_settings_still_resume(image_pool, tmp_path, tiny_train_cfg, caplog):
+    root, paths = image_pool
+    cfg = tiny_train_cfg(epochs=1, batch_size=16, checkpoint_every=2, max_steps=4)
+    with pytest.raises(Killed):
+        train_teacher(cfg, root, paths, tmp_path, progress=False, on_step=_kill_at(3))
+    more = cfg.model_copy(update={"num_threads": 2, "log_every": 1, "knn_every": 3})
+    s = train_teacher(more, root, paths, tmp_path, progress=False)
+    assert s["resumed_from_step"] == 2 and s["steps"] == 4
+    with caplog.at_level("WARNING", logger="sslops.train"):
+        s = train_teacher(
+            cfg.model_copy(update={"lr": 1e-3, "seed": 1}), root, paths, tmp_path, progress=False
+        )
+    assert s["resumed_from_step"] is None
+    assert "other parameters (lr, seed)" in caplog.text  # the log names what changed
 
 
 def test_checkpoint_is_weights_only_and_atomic(tmp_path):
