@@ -78,3 +78,14 @@ def test_student_presets():
     assert student_config("tiny").embed_dim == 192
     with pytest.raises(ValueError, match="unknown ViT preset"):
         student_config("nope")
+
+
+def test_student_takes_the_teachers_patch_size(image_pool, tmp_path, tiny_train_cfg):
+    root, paths = image_pool
+    teacher = tmp_path / "teacher_p8"
+    train_teacher(tiny_train_cfg(max_steps=1, patch_size=8), root, paths, teacher, progress=False)
+    assert load_backbone(teacher / "model.safetensors").patch_size == 8
+    distill_student(_cfg(max_steps=1), "tiny_student", teacher, root, paths, tmp_path / "s",
+                    progress=False)  # fmt: skip
+    student = load_backbone(tmp_path / "s" / "model.safetensors")
+    assert student.patch_size == 8 and student.embed_dim == 128  # tiny_student's width, p8
