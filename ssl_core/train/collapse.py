@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-
 # Per-sample teacher entropy / log K above which the teacher counts as uniform. Not lower: with
 # Sinkhorn-Knopp on small batches the targets sit at 0.97-0.98 of log K while kNN accuracy still
 # climbs (measured on the demo, benchmarks/results/teacher_knn_long_cpu_p7.md).
