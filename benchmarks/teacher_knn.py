@@ -64,7 +64,8 @@ def _md(res: dict) -> str:
         "",
         f"- command: `{res['command']}`",
         f"- machine: {res['machine']}; date {res['date']}; wall {res['wall_s']:.0f} s",
-        f"- data: demo curated set ({res['n_train']} images), eval bank/query of "
+        f"- data: demo {res.get('train_set', 'curated')} set ({res['n_train']} images), eval "
+        "bank/query of "
         f"`{res['eval_dir']}`; kNN k={K}, T={res['temperature']}, cosine on the EMA teacher's "
         "final-norm CLS token",
         f"- overrides of params.yaml `train:`: `{json.dumps(res['overrides'])}`",
@@ -96,16 +97,23 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--knn-every", type=int, default=250)
     ap.add_argument("--set", action="append", default=[], help="train: override key=value")
+    ap.add_argument(
+        "--train-set", choices=("curated", "kept"), default="curated",
+        help="curated manifest (the pipeline's), or every image kept by dedup",
+    )  # fmt: skip
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
 
     params = load_params(args.params)
     cfg, overrides = _override(params.train, args.set, args.epochs, args.max_steps)
     cfg = cfg.model_copy(update={"knn_every": args.knn_every})
-    curated = Path(params.paths.curated_dir) / CURATED
-    if not curated.exists():
-        raise SystemExit(f"{curated} is missing: run `make demo` (or the curate stage) first")
-    paths = pl.read_parquet(curated)["path"].to_list()
+    if args.train_set == "curated":
+        train_file = Path(params.paths.curated_dir) / CURATED
+    else:
+        train_file = Path(params.paths.dedup_dir) / "kept.parquet"
+    if not train_file.exists():
+        raise SystemExit(f"{train_file} is missing: run `make demo` (or the pipeline) first")
+    paths = pl.read_parquet(train_file)["path"].to_list()
     eval_dir, temp = params.paths.eval_dir, params.eval.temperature
 
     raw = knn_eval(PixelEmbedder(params.embed.image_size), eval_dir, ks=(K,), temperature=temp)
@@ -141,6 +149,7 @@ def main() -> None:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "wall_s": wall,
         "n_train": len(paths),
+        "train_set": args.train_set,
         "eval_dir": eval_dir,
         "temperature": temp,
         "pixel_size": params.embed.image_size,
