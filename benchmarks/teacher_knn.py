@@ -9,6 +9,7 @@ Usage::
     .venv/bin/python benchmarks/teacher_knn.py --name long_cpu --epochs 40 \\
         --set image_size=28 --knn-every 250
     .venv/bin/python benchmarks/teacher_knn.py --name smoke --max-steps 20 --knn-every 10
+    .venv/bin/python benchmarks/teacher_knn.py --name kept --train-set kept ...  # no curation
 
 Writes ``benchmarks/results/teacher_knn_<name>.{json,md}``; checkpoints go to
 ``benchmarks/runs/<name>/`` (git-ignored), so an interrupted run resumes where it stopped.
