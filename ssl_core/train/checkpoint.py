@@ -19,6 +19,8 @@ write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +28,30 @@ import torch
 
 from ssl_core.utils.atomic import atomic_path
 
-__all__ = ["get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state"]
+__all__ = [
+    "RUNTIME_ONLY",
+    "get_rng_state",
+    "load_checkpoint",
+    "recipe_changes",
+    "restore_run",
+    "save_checkpoint",
+    "set_rng_state",
+]
 
 FORMAT_VERSION = 1
+
+log = logging.getLogger("sslops.train")
+
+# Settings that change how a run executes or reports, not what it computes: a checkpoint written
+# with other values of these is still resumed (e.g. more threads, or a denser kNN curve).
+RUNTIME_ONLY = ("num_threads", "num_workers", "log_every", "checkpoint_every", "knn_every")
+
+
+def recipe_changes(saved_json: str, current_json: str) -> list[str]:
+    """Names of the recipe fields that differ between a checkpoint and this run."""
+    saved, current = json.loads(saved_json), json.loads(current_json)
+    keys = (set(saved) | set(current)) - set(RUNTIME_ONLY)
+    return sorted(k for k in keys if saved.get(k, "<missing>") != current.get(k, "<missing>"))
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -78,3 +101,41 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(obj, dict) or obj.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: not a checkpoint of format version {FORMAT_VERSION}")
     return obj
+
+
+def restore_run(
+    ckpt_path: Path,
+    cfg_json: str,
+    tensors: Any,
+    optimizer: torch.optim.Optimizer,
+    losses: torch.nn.Module,
+    parallelism: str,
+) -> dict[str, Any] | None:
+    """Restore model, optimizer, loss buffers and RNG from ``ckpt_path``; return its train state.
+
+    ``tensors``: a :mod:`ssl_core.train.model_state` object (replicated or FSDP). None (and a
+    warning naming the changed fields) when the checkpoint is of another recipe.
+    """
+    ck = load_checkpoint(ckpt_path)
+    changed = recipe_changes(ck["config"], cfg_json)
+    if changed:
+        log.warning(
+            "%s was written with other parameters (%s): starting from scratch",
+            ckpt_path,
+            ", ".join(changed),
+        )
+        return None
+    fmt = ck.get("optimizer_format", "torch")
+    if fmt != tensors.optimizer_format:
+        raise ValueError(
+            f"{ckpt_path} holds a {fmt!r} optimizer state ({'FSDP' if fmt == 'fqn' else 'DDP'}"
+            f" run) but this run is {parallelism}: set distributed: to the original "
+            "setting, or delete the checkpoint to start over"
+        )
+    try:
+        tensors.load(ck["model"], ck["optimizer"], optimizer)
+    except ValueError as e:
+        raise ValueError(f"{ckpt_path}: {e}") from None
+    losses.load_state_dict(ck["losses"])
+    set_rng_state(ck["rng"])
+    return ck["train_state"]

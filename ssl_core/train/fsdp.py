@@ -62,6 +62,8 @@ def _shard_net(net: SSLNet, mesh: Any) -> None:
 class FSDPState:
     """Shards ``model.student`` and ``model.ema`` in place; gathers / scatters full states."""
 
+    optimizer_format = "fqn"  # get_optimizer_state_dict: parameters by name
+
     def __init__(self, model: SSLModel, device: torch.device, world: int, is_main: bool) -> None:
         # rank 0's unsharded EMA twin: exported model and kNN probe, no collectives needed
         self.plain_ema: SSLNet | None = copy.deepcopy(model.ema).cpu() if is_main else None

@@ -12,20 +12,11 @@
   ``images_per_s``, ``wall_s`` and more;
 * ``checkpoint.pt`` — every ``checkpoint_every`` steps and at the end (resume is bit-exact on CPU).
 
-Single process, or under ``torchrun`` (``RANK``/``WORLD_SIZE`` set): DDP over the student,
-gloo on CPU, nccl on CUDA, each rank reads its ``DistributedSampler`` shard; rank 0 writes.
-
-Randomness: init from ``seed``; data order from (seed, epoch) (``DistributedSampler``);
-augmentation, masks and drop-path from a generator seeded with (seed, rank, step). So a run
-resumed from a checkpoint at step n continues exactly as the uninterrupted run.
-
-CPU measurements (2 cores shared with other jobs, load ~3.5, ``OMP_WAIT_POLICY=PASSIVE``; tiny
-preset at 32 px, 2 globals + 2 locals of 16 px, batch 32): ~16 img/s for teacher training
-(~190 s per epoch of 3000 images), ~30 img/s for distillation into ``tiny_student``. Packed and
-naive multi-crop forwards measured equal within noise (15.7 vs 15.7 img/s); ``packed: auto``
-stays naive on CPU because a packed row's attention grows as (sum of crop lengths)^2 with more
-local crops, and is packed on CUDA (fewer kernel launches). Without ``OMP_WAIT_POLICY=PASSIVE``
-two spinning OpenMP threads on a busy machine ran at 3.4 img/s (1 thread: 14 img/s).
+Single process, or under ``torchrun`` (``RANK``/``WORLD_SIZE`` set): DDP over the student, or
+FSDP for big presets (:mod:`ssl_core.train.fsdp`), gloo on CPU, nccl on CUDA; each rank reads its
+``DistributedSampler`` shard; rank 0 writes. Randomness and exact resume:
+:mod:`ssl_core.train.runtime`. Measured throughput and the CPU recipe: ``docs/training.md``
+and ``benchmarks/results/``.
 """
 
 from __future__ import annotations
@@ -51,14 +42,10 @@ from ssl_core.data.dataset import ImageDataset, collate_skip_bad
 from ssl_core.models.official import save_backbone
 from ssl_core.models.param_groups import param_groups
 from ssl_core.models.presets import build_vit
-from ssl_core.train.checkpoint import (
-    get_rng_state,
-    load_checkpoint,
-    save_checkpoint,
-    set_rng_state,
-)
+from ssl_core.train.checkpoint import get_rng_state, restore_run, save_checkpoint
 from ssl_core.train.collapse import CollapseError, CollapseMonitor
-from ssl_core.train.fsdp import FSDPState, resolve_parallelism
+from ssl_core.train.fsdp import resolve_parallelism
+from ssl_core.train.model_state import make_model_state
 from ssl_core.train.outputs import (
     CHECKPOINT,
     HEAD,
@@ -92,18 +79,6 @@ log = logging.getLogger("sslops.train")
 StepHook = Callable[[int, dict[str, float]], None]
 
 
-# Settings that change how a run executes or reports, not what it computes: a checkpoint written
-# with other values of these is still resumed (e.g. more threads, or a denser kNN curve).
-RUNTIME_ONLY = ("num_threads", "num_workers", "log_every", "checkpoint_every", "knn_every")
-
-
-def _recipe_changes(saved_json: str, current_json: str) -> list[str]:
-    """Names of the recipe fields that differ between a checkpoint and this run."""
-    saved, current = json.loads(saved_json), json.loads(current_json)
-    keys = (set(saved) | set(current)) - set(RUNTIME_ONLY)
-    return sorted(k for k in keys if saved.get(k, "<missing>") != current.get(k, "<missing>"))
-
-
 # ----------------------------------------------------------------------------- loop
 def fit(
     cfg: TrainConfig | DistillConfig,
@@ -132,7 +107,7 @@ def fit(
     n_params = sum(p.numel() for p in model.student.parameters())
     parallelism = resolve_parallelism(cfg.distributed, rt.world, n_params)
     # FSDP shards before the optimizer sees the parameters (they become DTensors)
-    fs = FSDPState(model, device, rt.world, rt.is_main) if parallelism == "fsdp" else None
+    tensors = make_model_state(parallelism, model, device, rt.world, rt.is_main)
     patch = model.student.backbone.patch_size
     mc = MultiCropConfig.scaled_for(
         image_size,
@@ -178,34 +153,9 @@ def fit(
     ckpt_path = out_dir / CHECKPOINT
     resumed_from = None
     if resume and ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
-        changed = _recipe_changes(ck["config"], cfg_json)
-        if changed:
-            log.warning(
-                "%s was written with other parameters (%s): starting from scratch",
-                ckpt_path,
-                ", ".join(changed),
-            )
-        else:
-            fmt = ck.get("optimizer_format", "torch")
-            if fmt != ("fqn" if fs else "torch"):
-                raise ValueError(
-                    f"{ckpt_path} holds a {fmt!r} optimizer state ({'FSDP' if fmt == 'fqn' else 'DDP'}"
-                    f" run) but this run is {parallelism}: set distributed: to the original "
-                    "setting, or delete the checkpoint to start over"
-                )
-            if fs is not None:
-                fs.load(ck["model"], ck["optimizer"], optimizer)
-            else:
-                missing, unexpected = model.load_state_dict(ck["model"], strict=False)
-                if unexpected or any(not k.startswith("teacher.") for k in missing):
-                    raise ValueError(
-                        f"{ckpt_path}: model keys do not match ({missing[:3]}, {unexpected[:3]})"
-                    )
-                optimizer.load_state_dict(ck["optimizer"])
-            losses.load_state_dict(ck["losses"])
-            set_rng_state(ck["rng"])
-            state.update(ck["train_state"])
+        train_state = restore_run(ckpt_path, cfg_json, tensors, optimizer, losses, parallelism)
+        if train_state is not None:
+            state.update(train_state)
             resumed_from = state["step"]
             log.info("resumed from %s at step %d", ckpt_path, resumed_from)
     metrics_path = out_dir / "metrics.jsonl"
@@ -224,10 +174,8 @@ def fit(
             model.ema.load_state_dict(model.student.state_dict())
 
     def checkpoint() -> None:
-        if fs is not None:  # collective gathers; rank 0 ends up with the full tensors
-            model_sd, optim_sd = fs.full_model_state(), fs.full_optimizer_state(optimizer)
-        else:
-            model_sd, optim_sd = model.trainable_state_dict(), optimizer.state_dict()
+        # collective under FSDP: rank 0 ends up with the full tensors
+        model_sd, optim_sd = tensors.full_model_state(), tensors.full_optimizer_state(optimizer)
         if rt.is_main:
             save_checkpoint(
                 ckpt_path,
@@ -235,7 +183,7 @@ def fit(
                     "model": model_sd,
                     "losses": losses.state_dict(),
                     "optimizer": optim_sd,
-                    "optimizer_format": "fqn" if fs else "torch",
+                    "optimizer_format": tensors.optimizer_format,
                     "train_state": dict(state),
                     "rng": get_rng_state(),
                     "config": cfg_json,
@@ -331,7 +279,7 @@ def fit(
                 and state["step"] % cfg.knn_every == 0
                 and state["step"] < total_steps
             ):  # the kNN curve; the probe draws no random numbers, so resume stays exact
-                net = fs.gathered_ema() if fs is not None else model.ema  # collective (FSDP)
+                net = tensors.gathered_ema()  # collective under FSDP
                 if rt.is_main:
                     acc = float(knn_probe(net.backbone))
                     with metrics_path.open("a") as f:
@@ -351,7 +299,7 @@ def fit(
     state["wall_s"] = wall_before + time.perf_counter() - t_start
     checkpoint()
 
-    ema = fs.gathered_ema() if fs is not None else model.ema  # rank 0: unsharded (FSDP)
+    ema = tensors.gathered_ema()  # FSDP: the unsharded copy on rank 0, None elsewhere
     sha = weights_sha256(ema.backbone) if ema is not None else ""
     summary: dict[str, Any] = {}
     if rt.is_main:
