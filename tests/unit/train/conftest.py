@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,13 @@ OUTPUT_FILES = (
     "summary.json",
     "checkpoint.pt",
 )
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (MASTER_PORT of the multi-process tests)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def make_images(root: Path, n: int, seed: int = 0, size: int = 28) -> list[str]:

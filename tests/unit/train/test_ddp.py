@@ -5,18 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import torch.multiprocessing as mp
 
 from ssl_core.train.trainer import train_teacher
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.unit.train.conftest import free_port
 
 
 def _worker(rank: int, world: int, port: int, cfg_json: str, root: str, paths: list, out: str):
@@ -40,7 +34,7 @@ def test_two_ranks_gloo_identical_weights(image_pool, tmp_path, tiny_train_cfg):
     cfg = tiny_train_cfg(epochs=2, batch_size=16, num_threads=1)
     mp.spawn(
         _worker,
-        args=(2, _free_port(), cfg.model_dump_json(), str(root), paths, str(tmp_path)),
+        args=(2, free_port(), cfg.model_dump_json(), str(root), paths, str(tmp_path)),
         nprocs=2,
         join=True,
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import torch
@@ -13,16 +12,11 @@ from safetensors.torch import load_file
 
 from ssl_core.train.fsdp import FSDP_MIN_PARAMS, resolve_parallelism
 from ssl_core.train.trainer import train_teacher
+from tests.unit.train.conftest import free_port
 
 
 class _Kill(RuntimeError):
     pass
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank, world, port, cfg_json, root, paths, out, kill_at):
@@ -48,7 +42,7 @@ def _worker(rank, world, port, cfg_json, root, paths, out, kill_at):
 def _run(cfg, root, paths, out: Path, kill_at: int = 0) -> dict:
     mp.spawn(
         _worker,
-        args=(2, _free_port(), cfg.model_dump_json(), str(root), paths, str(out), kill_at),
+        args=(2, free_port(), cfg.model_dump_json(), str(root), paths, str(out), kill_at),
         nprocs=2,
         join=True,
     )
