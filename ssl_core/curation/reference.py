@@ -29,7 +29,7 @@ def ref_assign(
     dist = torch.empty(len(x), dtype=x.dtype)
     for s in range(0, len(x), chunk):
         xb = x[s : s + chunk]
-        d = (xb * xb).sum(1, keepdim=True) - 2 * xb @ c.T + c_sq[None]
+        d = (xb * xb).sum(1, keepdim=True) - 2 * (xb @ c.T) + c_sq[None]
         dmin, lab = d.min(1)
         labels[s : s + chunk] = lab
         dist[s : s + chunk] = dmin.clamp_min(0)
@@ -42,7 +42,7 @@ def _kpp(x: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
     idx = torch.empty(k, dtype=torch.long)
     idx[0] = torch.randint(n, (1,), generator=g)
     x_sq = (x * x).sum(1)
-    d2 = (x_sq - 2 * x @ x[idx[0]] + x_sq[idx[0]]).clamp_min(0).double()
+    d2 = (x_sq - 2 * (x @ x[idx[0]]) + x_sq[idx[0]]).clamp_min(0).double()
     for i in range(1, k):
         tot = d2.sum()
         if tot <= 0:
@@ -50,7 +50,7 @@ def _kpp(x: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
         else:
             j = torch.multinomial(d2 / tot, 1, generator=g)
         idx[i] = j
-        dj = (x_sq - 2 * x @ x[j[0]] + x_sq[j[0]]).clamp_min(0).double()
+        dj = (x_sq - 2 * (x @ x[j[0]]) + x_sq[j[0]]).clamp_min(0).double()
         d2 = torch.minimum(d2, dj)
     return idx
 
