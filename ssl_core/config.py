@@ -81,6 +81,12 @@ class ClusterConfig(_Section):
     levels: list[int] = Field(default=[64], min_length=1)
     n_iter: int = Field(25, gt=0)
     n_resampling_steps: int = Field(0, ge=0)
+    max_points_per_centroid: int = Field(
+        128,
+        ge=1,
+        description="Lloyd iterations train on at most k * this many random points (every point "
+        "is still assigned); lower is faster, see benchmarks/results/curation.md",
+    )
     seed: int = 0
 
     @model_validator(mode="after")
