@@ -99,7 +99,12 @@ def main() -> None:
         rows = []
         for s in range(args.seeds):
             res = hierarchical_kmeans(
-                x, c.levels, n_iter=c.n_iter, n_resampling_steps=c.n_resampling_steps, seed=s
+                x,
+                c.levels,
+                n_iter=c.n_iter,
+                n_resampling_steps=c.n_resampling_steps,
+                max_points_per_centroid=c.max_points_per_centroid,
+                seed=s,
             )
             idx = balanced_sample(res, target, strategy="random", seed=s)
             rows.append(_quality(y[ok][idx], n_classes))
