@@ -197,6 +197,11 @@ class TrainConfig(_RecipeConfig):
     )
     out_dim: int = Field(1024, gt=0, description="DINO / iBOT prototypes K")
     separate_ibot_head: bool = Field(False, description="own iBOT head (DINOv2 large models)")
+    head_use_bn: bool = Field(
+        False,
+        description="BatchNorm after the hidden layers of the prototype heads (DINO's "
+        "use_bn_in_head); teacher BN layers use batch statistics, as in DINO",
+    )
 
 
 class DistillConfig(_RecipeConfig):

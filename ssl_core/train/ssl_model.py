@@ -28,6 +28,7 @@ def make_head_config(
     bottleneck_dim: int,
     nlayers: int = 3,
     separate_ibot_head: bool = False,
+    use_bn: bool = False,
 ) -> dict[str, Any]:
     """Head settings as a JSON-serialisable dict (stored next to the head weights)."""
     return dict(
@@ -36,6 +37,7 @@ def make_head_config(
         bottleneck_dim=int(bottleneck_dim),
         nlayers=int(nlayers),
         separate_ibot_head=bool(separate_ibot_head),
+        use_bn=bool(use_bn),
     )
 
 
@@ -55,7 +57,12 @@ class SSLNet(nn.Module):
 
         def mk() -> DINOHead:
             return DINOHead(
-                d, head["out_dim"], head["hidden_dim"], head["bottleneck_dim"], head["nlayers"]
+                d,
+                head["out_dim"],
+                head["hidden_dim"],
+                head["bottleneck_dim"],
+                head["nlayers"],
+                use_bn=bool(head.get("use_bn", False)),  # heads saved before the option: no BN
             )
 
         self.dino_head = mk()
@@ -91,12 +98,21 @@ class SSLNet(nn.Module):
         cls_g = outs[0]["x_norm_clstoken"]  # (n_g B, D)
         cls_all = torch.cat([o["x_norm_clstoken"] for o in outs])  # (n_g B + n_l B, D)
         patches = outs[0]["x_norm_patchtokens"][masks]  # (M, D)
-        if self.ibot_head is None:  # shared head: one call over CLS + masked patches
-            logits = self.dino_head(torch.cat((cls_all, patches)))
-            dino_logits, ibot_logits = logits.split([cls_all.shape[0], patches.shape[0]])
-        else:
-            dino_logits, ibot_logits = self.dino_head(cls_all), self.ibot_head(patches)
+        dino_logits, ibot_logits = self._heads(cls_all, patches)
         return {"cls_global": cls_g, "dino_logits": dino_logits, "ibot_logits": ibot_logits}
+
+    def _heads(self, cls: Tensor, patches: Tensor) -> tuple[Tensor, Tensor]:
+        """Prototype scores of CLS tokens and patch tokens.
+
+        A shared head without BatchNorm scores both in one call. With BatchNorm each token type
+        is normalised with its own batch statistics (separate calls); a batch of < 2 tokens
+        uses the running statistics (batch statistics of one sample are undefined).
+        """
+        if self.ibot_head is None and not self.head_config.get("use_bn", False):
+            logits = self.dino_head(torch.cat((cls, patches)))
+            dino, ibot = logits.split([cls.shape[0], patches.shape[0]])
+            return dino, ibot
+        return _call_head(self.dino_head, cls), _call_head(self.patch_head, patches)
 
     @torch.no_grad()
     def teacher_forward(self, global_crops: Tensor, masks: Tensor) -> dict[str, Tensor]:
@@ -109,12 +125,22 @@ class SSLNet(nn.Module):
         out = self.backbone.forward_features(global_crops)
         cls = out["x_norm_clstoken"]  # (n_g B, D)
         patches = out["x_norm_patchtokens"][masks]  # (M, D)
-        if self.ibot_head is None:
-            logits = self.dino_head(torch.cat((cls, patches)))
-            dino_logits, ibot_logits = logits.split([cls.shape[0], patches.shape[0]])
-        else:
-            dino_logits, ibot_logits = self.dino_head(cls), self.ibot_head(patches)
+        dino_logits, ibot_logits = self._heads(cls, patches)
         return {"cls": cls, "dino_logits": dino_logits, "ibot_logits": ibot_logits}
+
+
+def _call_head(head: DINOHead, x: Tensor) -> Tensor:
+    bns = [m for m in head.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if x.shape[0] >= 2 or not any(m.training for m in bns):
+        return head(x)
+    modes = [m.training for m in bns]
+    try:
+        for m in bns:
+            m.eval()
+        return head(x)
+    finally:
+        for m, t in zip(bns, modes, strict=True):
+            m.train(t)
 
 
 def _freeze(m: nn.Module) -> nn.Module:
@@ -150,12 +176,20 @@ class SSLModel(nn.Module):
         return self.teacher if self.teacher is not None else self.ema
 
     def train(self, mode: bool = True) -> SSLModel:
-        """Only the student ever trains; EMA and teacher stay in eval (no drop-path)."""
+        """Only the student ever trains; EMA and teacher stay in eval (no drop-path).
+
+        BatchNorm layers of the target networks (``head_use_bn``) follow ``mode`` instead: like
+        DINO's teacher they normalise with the statistics of the batch they score.
+        """
         self.training = mode
         self.student.train(mode)
-        self.ema.eval()
-        if self.teacher is not None:
-            self.teacher.eval()
+        for net in (self.ema, self.teacher):
+            if net is None:
+                continue
+            net.eval()
+            for m in net.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.train(mode)
         return self
 
     def trainable_state_dict(self) -> dict[str, Tensor]:

@@ -363,6 +363,7 @@ def build_teacher_model(cfg: TrainConfig) -> SSLModel:
         cfg.head_bottleneck_dim,
         cfg.head_nlayers,
         cfg.separate_ibot_head,
+        cfg.head_use_bn,
     )
     return SSLModel(SSLNet(backbone, head))
 

@@ -129,3 +129,30 @@ def test_knn_every_logs_a_probe_curve_of_the_ema_model(image_pool, tmp_path, tin
     assert curve == [(2, 0.1), (4, 0.2)]  # not at the last step: the summary holds that one
     assert len(probed) == 3 and probed[-1] is False
     assert json.loads((tmp_path / "summary.json").read_text())["knn_top1"] == 0.3
+
+
+def test_bn_head_teacher_uses_batch_stats_and_round_trips(image_pool, tmp_path, tiny_train_cfg):
+    from ssl_core.train.distill import load_teacher
+
+    root, paths = image_pool
+    cfg = tiny_train_cfg(max_steps=3, head_use_bn=True)
+    summary = train_teacher(cfg, root, paths, tmp_path, knn_probe=lambda m: 0.5, progress=False)
+    assert math.isfinite(summary["final_loss"])
+    net, _ = load_teacher(tmp_path)
+    bns = [m for m in net.dino_head.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(bns) == cfg.head_nlayers - 1  # after every hidden layer
+    # the EMA teacher normalised its own batches (shared head: one CLS and one patch call per
+    # step), so its running statistics moved off the init
+    assert all(int(m.num_batches_tracked) == 2 * 3 for m in bns)
+    assert not torch.allclose(bns[0].running_mean, torch.zeros_like(bns[0].running_mean))
+    # a single token (batch statistics undefined) falls back to the running statistics
+    from ssl_core.train.ssl_model import SSLModel, _call_head
+
+    one = torch.randn(1, net.backbone.embed_dim)
+    expected = net.dino_head(one)  # eval mode: running statistics
+    model = SSLModel(net).train()
+    ema_bn = model.ema.dino_head.mlp[1]
+    assert isinstance(ema_bn, torch.nn.BatchNorm1d)
+    assert ema_bn.training and not model.ema.training and not model.ema.backbone.training
+    torch.testing.assert_close(_call_head(model.ema.dino_head, one), expected)
+    assert ema_bn.training  # mode restored
