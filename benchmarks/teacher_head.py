@@ -38,7 +38,7 @@ def _images(eval_dir: str, size: int, n: int) -> torch.Tensor:
     ds = ImageDataset(eval_dir, paths, size)
     items = [it for it in (ds[i] for i in range(len(ds))) if it is not None]
     x = torch.stack([t for t, _ in items]).float()
-    return x / 255.0 if x.max() > 1.5 else x
+    return x  # ImageDataset decodes to [0, 1]
 
 
 def _row(name: str, eval_dir: str, n: int) -> dict:

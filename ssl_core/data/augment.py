@@ -25,7 +25,9 @@ import kornia.augmentation as KA
 import torch
 from torch import nn
 
-__all__ = ["MultiCropAugmentation", "MultiCropConfig"]
+from ssl_core.data.normalize import normalize
+
+__all__ = ["IdenticalViews", "MultiCropAugmentation", "MultiCropConfig"]
 
 _REF_SIZE = 224  # DINOv2 global crop size that the defaults below refer to
 
@@ -176,3 +178,21 @@ class MultiCropAugmentation:
                 with torch.cuda.device(x.device):
                     torch.cuda.manual_seed(seed)
             return self._run(x)
+
+
+class IdenticalViews:
+    """Diagnostic stand-in for :class:`MultiCropAugmentation`: ``n_global`` identical,
+    un-augmented (only normalised) global views and no local crops.
+
+    With it the student sees exactly what the teacher scored, so a working DINO loop must
+    sharpen its targets (loss well below log K); see ``benchmarks/dino_identical_views.py``.
+    """
+
+    def __init__(self, patch_size: int, n_global: int = 2) -> None:
+        self.patch_size, self.n_global = patch_size, n_global
+
+    def __call__(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, list[torch.Tensor]]:
+        v = normalize(images.float())
+        return {"global": [v] * self.n_global, "local": []}
