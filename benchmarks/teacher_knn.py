@@ -11,6 +11,9 @@ Usage::
     .venv/bin/python benchmarks/teacher_knn.py --name smoke --max-steps 20 --knn-every 10
     .venv/bin/python benchmarks/teacher_knn.py --name kept --train-set kept ...  # no curation
 
+``--max-steps N`` squeezes the whole recipe (warm-ups, cosine schedules) into N steps; it is not
+the first N steps of the ``--epochs`` run.
+
 Writes ``benchmarks/results/teacher_knn_<name>.{json,md}``; checkpoints go to
 ``benchmarks/runs/<name>/`` (git-ignored), so an interrupted run resumes where it stopped.
 """
