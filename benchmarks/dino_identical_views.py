@@ -24,12 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
-from ssl_core.config import TrainConfig, load_params  # noqa: E402
+from ssl_core.config import TrainConfig, load_params, parse_overrides  # noqa: E402
 from ssl_core.data.augment import IdenticalViews  # noqa: E402
-from ssl_core.data.dataset import ImageDataset  # noqa: E402
-from ssl_core.eval.probe import load_eval_split  # noqa: E402
+from ssl_core.eval.probe import sample_eval_images  # noqa: E402
 from ssl_core.models.param_groups import param_groups  # noqa: E402
 from ssl_core.train.schedules import build_schedules  # noqa: E402
 from ssl_core.train.step import Losses, train_step  # noqa: E402
@@ -46,17 +44,13 @@ def main() -> None:
     args = ap.parse_args()
     params = load_params(args.params)
     upd = {"n_local_crops": 0, "ibot_weight": 0.0, "koleo_weight": 0.0, "mask_probability": 0.0}
-    for pair in args.set:
-        key, _, value = pair.partition("=")
-        if not _ or key not in TrainConfig.model_fields:
-            raise SystemExit(f"--set wants key=value with a train: key, got {pair!r}")
-        upd[key] = yaml.safe_load(value)
+    try:
+        upd.update(parse_overrides(args.set, TrainConfig))
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     cfg = TrainConfig.model_validate({**params.train.model_dump(), **upd})
     torch.set_num_threads(cfg.num_threads or 1)
-    _, query = load_eval_split(params.paths.eval_dir)
-    paths = query.sample(args.batch, seed=0)["path"].to_list()
-    ds = ImageDataset(params.paths.eval_dir, paths, cfg.image_size)
-    x = torch.stack([ds[i][0] for i in range(len(ds))]).float()  # [0, 1]
+    x = sample_eval_images(params.paths.eval_dir, cfg.image_size, args.batch)
 
     model = build_teacher_model(cfg).train()
     opt = torch.optim.AdamW(

@@ -25,20 +25,10 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from ssl_core.config import load_params  # noqa: E402
-from ssl_core.data.dataset import ImageDataset  # noqa: E402
 from ssl_core.eval.head_diagnostics import head_diagnostics  # noqa: E402
-from ssl_core.eval.probe import load_eval_split  # noqa: E402
+from ssl_core.eval.probe import sample_eval_images  # noqa: E402
 from ssl_core.train.distill import load_teacher  # noqa: E402
 from ssl_core.utils.atomic import write_json, write_text  # noqa: E402
-
-
-def _images(eval_dir: str, size: int, n: int) -> torch.Tensor:
-    _, query = load_eval_split(eval_dir)
-    paths = query.sample(min(n, len(query)), seed=0)["path"].to_list()
-    ds = ImageDataset(eval_dir, paths, size)
-    items = [it for it in (ds[i] for i in range(len(ds))) if it is not None]
-    x = torch.stack([t for t, _ in items]).float()
-    return x  # ImageDataset decodes to [0, 1]
 
 
 def _row(name: str, eval_dir: str, n: int) -> dict:
@@ -51,7 +41,7 @@ def _row(name: str, eval_dir: str, n: int) -> dict:
         "name": name,
         "overrides": knn.get("overrides", {}),
         "curve": [(p["step"], p["knn_top1"]) for p in knn.get("curve", [])],
-        "diagnostics": head_diagnostics(net, _images(eval_dir, size, n)),
+        "diagnostics": head_diagnostics(net, sample_eval_images(eval_dir, size, n)),
     }
 
 

@@ -35,9 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import polars as pl  # noqa: E402
-import yaml  # noqa: E402
 
-from ssl_core.config import TrainConfig, load_params  # noqa: E402
+from ssl_core.config import TrainConfig, load_params, parse_overrides  # noqa: E402
 from ssl_core.curation.embed import PixelEmbedder  # noqa: E402
 from ssl_core.eval.probe import knn_eval, make_knn_probe  # noqa: E402
 from ssl_core.stages.curate import CURATED  # noqa: E402
@@ -48,12 +47,10 @@ K = 20
 
 
 def _override(cfg: TrainConfig, pairs: list[str], epochs: int | None, max_steps: int | None):
-    upd = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        if not _ or key not in TrainConfig.model_fields:
-            raise SystemExit(f"--set wants key=value with a train: key, got {pair!r}")
-        upd[key] = yaml.safe_load(value)
+    try:
+        upd = parse_overrides(pairs, TrainConfig)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     if epochs is not None:
         upd["epochs"] = epochs
     if max_steps is not None:

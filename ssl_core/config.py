@@ -284,3 +284,18 @@ def section_dict(params: Params, *sections: str) -> dict:
         s: getattr(params, s).model_dump(mode="json") if s != "seed" else params.seed
         for s in sections
     }
+
+
+def parse_overrides(pairs: list[str], section: type[BaseModel]) -> dict:
+    """``["key=value", ...]`` (values parsed as YAML) for fields of ``section``, as a dict.
+
+    Raises:
+        ValueError: a pair without ``=`` or a key that is not a field of ``section``.
+    """
+    upd = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or key not in section.model_fields:
+            raise ValueError(f"--set wants key=value with a train: key, got {pair!r}")
+        upd[key] = yaml.safe_load(value)
+    return upd

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_core.data.normalize import normalize
+from ssl_core.train.step import softmax_entropies
 
 __all__ = ["head_diagnostics", "prototype_scores"]
 
@@ -69,11 +70,7 @@ def head_diagnostics(
     patches = out["x_norm_patchtokens"].reshape(-1, cls.shape[-1])
     zp, _, _ = prototype_scores(head, patches)
     k = w.shape[0]
-    ent = {}
-    for t in temperatures:
-        p = torch.softmax(s / t, dim=-1)
-        h = -(p * p.clamp_min(1e-12).log()).sum(-1).mean()
-        ent[f"{t:g}"] = float(h) / math.log(k)
+    ent = {f"{t:g}": softmax_entropies(s, t)[0] / math.log(k) for t in temperatures}
     return {
         "n_images": int(images.shape[0]),
         "n_prototypes": int(k),

@@ -9,6 +9,7 @@ import polars as pl
 import torch
 
 from ssl_core.curation.embed import BackboneEmbedder, Embedder, embed_paths
+from ssl_core.data.dataset import ImageDataset
 from ssl_core.data.demo_pool import EVAL_LABELS
 from ssl_core.data.eval_set import load_eval_labels
 from ssl_core.eval.knn import knn_accuracy
@@ -62,6 +63,22 @@ def make_knn_probe(
             backbone.train(was_training)
 
     return probe
+
+
+def sample_eval_images(
+    eval_dir: str | Path, image_size: int, n: int, seed: int = 0
+) -> torch.Tensor:
+    """``n`` random query images (fewer if the split is smaller) as (n, 3, S, S) floats in [0, 1].
+
+    Unreadable files are left out (diagnostics on a few hundred images, not an evaluation).
+    """
+    _, query = load_eval_split(eval_dir)
+    paths = query.sample(min(n, len(query)), seed=seed)["path"].to_list()
+    ds = ImageDataset(eval_dir, paths, image_size)
+    items = [it for it in (ds[i] for i in range(len(ds))) if it is not None]
+    if not items:
+        raise ValueError(f"{eval_dir}: none of the {len(paths)} sampled query images is readable")
+    return torch.stack([t for t, _ in items]).float()
 
 
 def n_classes(eval_dir: str | Path) -> int:

@@ -129,8 +129,12 @@ class SSLNet(nn.Module):
         return {"cls": cls, "dino_logits": dino_logits, "ibot_logits": ibot_logits}
 
 
+def _batchnorms(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def _call_head(head: DINOHead, x: Tensor) -> Tensor:
-    bns = [m for m in head.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns = _batchnorms(head)
     if x.shape[0] >= 2 or not any(m.training for m in bns):
         return head(x)
     modes = [m.training for m in bns]
@@ -187,9 +191,8 @@ class SSLModel(nn.Module):
             if net is None:
                 continue
             net.eval()
-            for m in net.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.train(mode)
+            for m in _batchnorms(net):
+                m.train(mode)
         return self
 
     def trainable_state_dict(self) -> dict[str, Tensor]:

@@ -32,7 +32,7 @@ from ssl_core.loss.koleo import KoLeoLoss
 from ssl_core.models.heads import cancel_last_layer_gradients
 from ssl_core.train.ssl_model import SSLModel
 
-__all__ = ["Losses", "resolve_packed", "train_step"]
+__all__ = ["Losses", "resolve_packed", "softmax_entropies", "train_step"]
 
 
 def resolve_packed(packed: str | bool, device: torch.device) -> bool:
@@ -75,7 +75,7 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 @torch.no_grad()
-def _entropies(logits: Tensor, temp: float) -> tuple[float, float]:
+def softmax_entropies(logits: Tensor, temp: float) -> tuple[float, float]:
     """Mean per-sample entropy and entropy of the batch-mean distribution of softmax(t/temp)."""
     p = torch.softmax(logits.float() / temp, dim=-1)  # (n, K)
     h_sample = -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()
@@ -165,7 +165,7 @@ def train_step(
     with torch.no_grad():
         feats = F.normalize(t_out["cls"].float(), dim=-1)
         feature_std = float(feats.std(dim=0).mean())
-    h_sample, h_mean = _entropies(t_out["dino_logits"], temp)
+    h_sample, h_mean = softmax_entropies(t_out["dino_logits"], temp)
     return {
         "loss": float(loss.detach()),
         "dino_loss": float(dino.detach()),

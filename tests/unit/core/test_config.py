@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from ssl_core.config import ConfigError, Params, load_params
+from ssl_core.config import ConfigError, Params, TrainConfig, load_params, parse_overrides
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -43,3 +43,13 @@ def test_missing_file_and_bad_yaml(tmp_path):
     f.write_text("a: [1,\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(f)
+
+
+def test_parse_overrides_yaml_values_and_unknown_keys():
+    upd = parse_overrides(
+        ["lr=0.001", "local_crops_scale=[0.2, 0.5]", "head_use_bn=true"], TrainConfig
+    )
+    assert upd == {"lr": 0.001, "local_crops_scale": [0.2, 0.5], "head_use_bn": True}
+    for bad in ("lr", "no_such_key=1"):
+        with pytest.raises(ValueError, match="key=value"):
+            parse_overrides([bad], TrainConfig)

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from ssl_core.models.official import load_backbone
+from ssl_core.train.distill import load_teacher
+from ssl_core.train.ssl_model import SSLModel, _call_head
 from ssl_core.train.trainer import CollapseError, train_teacher
 from tests.unit.train.conftest import OUTPUT_FILES
 
@@ -132,8 +134,6 @@ def test_knn_every_logs_a_probe_curve_of_the_ema_model(image_pool, tmp_path, tin
 
 
 def test_bn_head_teacher_uses_batch_stats_and_round_trips(image_pool, tmp_path, tiny_train_cfg):
-    from ssl_core.train.distill import load_teacher
-
     root, paths = image_pool
     cfg = tiny_train_cfg(max_steps=3, head_use_bn=True)
     summary = train_teacher(cfg, root, paths, tmp_path, knn_probe=lambda m: 0.5, progress=False)
@@ -146,8 +146,6 @@ def test_bn_head_teacher_uses_batch_stats_and_round_trips(image_pool, tmp_path, 
     assert all(int(m.num_batches_tracked) == 2 * 3 for m in bns)
     assert not torch.allclose(bns[0].running_mean, torch.zeros_like(bns[0].running_mean))
     # a single token (batch statistics undefined) falls back to the running statistics
-    from ssl_core.train.ssl_model import SSLModel, _call_head
-
     one = torch.randn(1, net.backbone.embed_dim)
     expected = net.dino_head(one)  # eval mode: running statistics
     model = SSLModel(net).train()
