@@ -104,6 +104,7 @@ def main() -> None:
                 n_iter=c.n_iter,
                 n_resampling_steps=c.n_resampling_steps,
                 max_points_per_centroid=c.max_points_per_centroid,
+                tol=c.tol,
                 seed=s,
             )
             idx = balanced_sample(res, target, strategy="random", seed=s)

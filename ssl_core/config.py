@@ -87,6 +87,12 @@ class ClusterConfig(_Section):
         description="Lloyd iterations train on at most k * this many random points (every point "
         "is still assigned); lower is faster, see benchmarks/results/curation.md",
     )
+    tol: float = Field(
+        1e-4,
+        ge=0.0,
+        description="Lloyd early stop: an iteration that lowers the k-means objective by less "
+        "than this fraction ends the run before n_iter (0: always n_iter)",
+    )
     seed: int = 0
 
     @model_validator(mode="after")

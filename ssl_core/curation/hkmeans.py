@@ -8,7 +8,8 @@ run k-means on the union of these (so every cluster contributes about equally, w
 centroids off the dense modes) and reassign all of the level's points to the new centroids.
 
 Differences to the reference (facebookresearch/ssl-data-curation), chosen for speed:
-faiss Lloyd iterations (``n_iter``, default 25, vs 50) seeded with batched k-means++ on a
+faiss Lloyd iterations (at most ``n_iter``, default 25, vs 50; stopped early once an
+iteration improves the objective by less than ``tol``) seeded with batched k-means++ on a
 subsample; resampling rounds seed their k-means with k-means++ on the resampled points (as
 the reference does) unless ``resample_init="warm"`` (start from the current centroids).
 
@@ -132,12 +133,13 @@ def _cluster_level(
     spherical: bool,
     kpp_sample: int | None,
     max_ppc: int,
+    tol: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ss = np.random.SeedSequence(seed)
     seeds = [int(s.generate_state(1)[0]) for s in ss.spawn(n_resampling + 1)]
     c, lab, dist = kmeans_with_distances(x, k, n_iter=n_iter, seed=seeds[0], init=init,
                                          spherical=spherical, kpp_sample=kpp_sample,
-                                         max_points_per_centroid=max_ppc)  # fmt: skip
+                                         max_points_per_centroid=max_ppc, tol=tol)  # fmt: skip
     xa = x if not spherical else x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     if sample_size > 1:
         for r in range(n_resampling):
@@ -148,7 +150,7 @@ def _cluster_level(
             c, _, _ = kmeans_with_distances(xa[sel], k, n_iter=n_iter, seed=seeds[r + 1],
                                             init=init, spherical=spherical, init_centroids=warm,
                                             kpp_sample=kpp_sample,
-                                            max_points_per_centroid=max_ppc)  # fmt: skip
+                                            max_points_per_centroid=max_ppc, tol=tol)  # fmt: skip
             lab, dist = assign(xa, c)
     return c, lab, dist
 
@@ -167,6 +169,7 @@ def hierarchical_kmeans(
     spherical: bool = False,
     kpp_sample: int | None = None,
     max_points_per_centroid: int = 128,
+    tol: float = 1e-4,
 ) -> HKMeansResult:
     """Hierarchical k-means with resampling.
 
@@ -190,6 +193,8 @@ def hierarchical_kmeans(
         kpp_sample: subsample size for k-means++ seeding (see :func:`kmeans`).
         max_points_per_centroid: Lloyd iterations train on at most ``k *`` this many random
             points of a level (all points are assigned at the end); bounds level-0 cost.
+        tol: Lloyd early stop: relative objective decrease per iteration below which a k-means
+            run stops before ``n_iter`` (``0``: always ``n_iter``; see :func:`kmeans`).
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     levels = tuple(int(k) for k in levels)
@@ -202,7 +207,7 @@ def hierarchical_kmeans(
     ratios = [float(r) for r in _per_level(sample_size_ratio, n_lv, "sample_size_ratio")]
     common = {"data": _data_hash(x), "n_iter": n_iter, "seed": seed, "init": init,
               "resample_init": resample_init, "spherical": spherical, "kpp_sample": kpp_sample,
-              "max_ppc": max_points_per_centroid, "v": 1}  # fmt: skip
+              "max_ppc": max_points_per_centroid, "tol": tol, "v": 1}  # fmt: skip
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)
@@ -224,7 +229,7 @@ def hierarchical_kmeans(
             lvl_seed = int(np.random.SeedSequence([seed, lvl]).generate_state(1)[0])
             c, lab, dist = _cluster_level(cur, k, n_iter, steps[lvl], s, lvl_seed, init,
                                           resample_init, spherical, kpp_sample,
-                                          max_points_per_centroid)  # fmt: skip
+                                          max_points_per_centroid, tol)  # fmt: skip
             if ckpt is not None:
                 for a, arr in (("centroids", c), ("assignments", lab), ("distances", dist)):
                     _atomic_save(ckpt / names[a], arr)

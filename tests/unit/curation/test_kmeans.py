@@ -65,3 +65,37 @@ def test_spherical_and_distances():
     lab2, d2 = assign(xn, c)
     np.testing.assert_array_equal(lab, lab2)
     np.testing.assert_allclose(dist, d2, rtol=1e-5, atol=1e-6)
+
+
+def _overlapping(seed=0, n=3000, d=8, k=30):
+    """Gaussian data with no cluster structure: Lloyd keeps improving for many iterations."""
+    return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32), k
+
+
+def test_early_stop_is_one_iteration_at_a_time_of_the_same_lloyd():
+    # tol=1 stops after the second iteration (the first has no previous objective), which must
+    # be exactly faiss's own 2-iteration run from the same seeding.
+    x, k = _overlapping()
+    c_early, l_early, _ = kmeans_with_distances(x, k, n_iter=20, tol=1.0, seed=1)
+    c_two, l_two, _ = kmeans_with_distances(x, k, n_iter=2, tol=0.0, seed=1)
+    np.testing.assert_allclose(c_early, c_two, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(l_early, l_two)
+
+
+def test_early_stop_reaches_the_objective_of_the_full_run():
+    x, k = _overlapping(1)
+    _, _, d_full = kmeans_with_distances(x, k, n_iter=60, tol=0.0, seed=2)
+    _, _, d_tol = kmeans_with_distances(x, k, n_iter=60, tol=1e-4, seed=2)
+    _, _, d_two = kmeans_with_distances(x, k, n_iter=2, tol=0.0, seed=2)
+    full, tol, two = d_full.sum(), d_tol.sum(), d_two.sum()
+    assert two > full * 1.01  # the data needs more than 2 iterations ...
+    assert tol <= full * 1.005  # ... and the early-stopped run gets (almost) all of the way
+
+
+def test_early_stop_with_subsampled_training_points():
+    # n > k * max_points_per_centroid: one fixed subsample, every point still assigned
+    x, k = _overlapping(2, n=4000)
+    c, lab, dist = kmeans_with_distances(x, k, n_iter=30, tol=1e-4, max_points_per_centroid=20)
+    assert c.shape == (k, 8) and lab.shape == (4000,)
+    np.testing.assert_array_equal(lab, assign(x, c)[0])
+    assert len(np.unique(lab)) == k
