@@ -208,6 +208,11 @@ class TrainConfig(_RecipeConfig):
         description="BatchNorm after the hidden layers of the prototype heads (DINO's "
         "use_bn_in_head); teacher BN layers use batch statistics, as in DINO",
     )
+    head_norm_last_layer: bool = Field(
+        True,
+        description="prototype norms fixed to 1 (DINO's norm_last_layer); false lets them "
+        "grow, which sharpens the scores (less stable in DINO's runs)",
+    )
 
 
 class DistillConfig(_RecipeConfig):

@@ -29,6 +29,7 @@ def make_head_config(
     nlayers: int = 3,
     separate_ibot_head: bool = False,
     use_bn: bool = False,
+    norm_last_layer: bool = True,
 ) -> dict[str, Any]:
     """Head settings as a JSON-serialisable dict (stored next to the head weights)."""
     return dict(
@@ -38,6 +39,7 @@ def make_head_config(
         nlayers=int(nlayers),
         separate_ibot_head=bool(separate_ibot_head),
         use_bn=bool(use_bn),
+        norm_last_layer=bool(norm_last_layer),
     )
 
 
@@ -62,7 +64,9 @@ class SSLNet(nn.Module):
                 head["hidden_dim"],
                 head["bottleneck_dim"],
                 head["nlayers"],
-                use_bn=bool(head.get("use_bn", False)),  # heads saved before the option: no BN
+                # heads saved before these options: no BN, fixed prototype norms
+                use_bn=bool(head.get("use_bn", False)),
+                norm_last_layer=bool(head.get("norm_last_layer", True)),
             )
 
         self.dino_head = mk()

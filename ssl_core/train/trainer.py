@@ -364,6 +364,7 @@ def build_teacher_model(cfg: TrainConfig) -> SSLModel:
         cfg.head_nlayers,
         cfg.separate_ibot_head,
         cfg.head_use_bn,
+        cfg.head_norm_last_layer,
     )
     return SSLModel(SSLNet(backbone, head))
 

@@ -154,3 +154,19 @@ def test_bn_head_teacher_uses_batch_stats_and_round_trips(image_pool, tmp_path, 
     assert ema_bn.training and not model.ema.training and not model.ema.backbone.training
     torch.testing.assert_close(_call_head(model.ema.dino_head, one), expected)
     assert ema_bn.training  # mode restored
+
+
+def test_free_prototype_norms_train_and_round_trip(image_pool, tmp_path, tiny_train_cfg):
+    root, paths = image_pool
+    cfg = tiny_train_cfg(max_steps=4, head_norm_last_layer=False, freeze_last_layer_epochs=0)
+    train_teacher(cfg, root, paths, tmp_path, knn_probe=lambda m: 0.5, progress=False)
+    net, _ = load_teacher(tmp_path)
+    assert net.head_config["norm_last_layer"] is False
+    g = net.dino_head.last_layer.parametrizations.weight.original0
+    assert g.requires_grad
+    assert not torch.equal(g, torch.ones_like(g))  # the EMA of the trained norms moved off 1
+    # the default keeps them fixed at 1
+    cfg = tiny_train_cfg(max_steps=2, freeze_last_layer_epochs=0)
+    train_teacher(cfg, root, paths, tmp_path / "fixed", knn_probe=lambda m: 0.5, progress=False)
+    g = load_teacher(tmp_path / "fixed")[0].dino_head.last_layer.parametrizations.weight.original0
+    assert not g.requires_grad and torch.equal(g, torch.ones_like(g))
