@@ -9,7 +9,7 @@ disagree about a value.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -77,6 +77,24 @@ class DedupConfig(_Section):
     min_kept_fraction: float = Field(0.5, ge=0.0, le=1.0)
 
 
+# Photometric fields of ssl_core.data.augment.MultiCropConfig that `train.augment` may override
+# (a test keeps this list in step with the dataclass; not imported to keep this module light).
+AUGMENT_KEYS = (
+    "flip_prob",
+    "jitter_brightness",
+    "jitter_contrast",
+    "jitter_saturation",
+    "jitter_hue",
+    "jitter_prob",
+    "grayscale_prob",
+    "blur_prob",
+    "blur_sigma",
+    "blur_kernel",
+    "solarize_prob",
+    "solarize_threshold",
+)
+
+
 class ClusterConfig(_Section):
     levels: list[int] = Field(default=[64], min_length=1)
     n_iter: int = Field(25, gt=0)
@@ -141,6 +159,12 @@ class _RecipeConfig(_Section):
     local_crops_scale: tuple[float, float] = Field(
         (0.05, 0.32), description="area range of the local random-resized crops (DINOv2)"
     )
+    augment: dict[str, Any] = Field(
+        default_factory=dict,
+        description="overrides of the photometric multi-crop recipe (fields of "
+        "ssl_core.data.augment.MultiCropConfig, at DINOv2's values by default), e.g. "
+        "{jitter_prob: 0, solarize_prob: 0} for grayscale domains; keys in AUGMENT_KEYS",
+    )
     student_temp: float = Field(0.1, gt=0, description="student softmax temperature")
     teacher_temp: float = Field(0.04, gt=0, description="teacher temperature at step 0")
     teacher_temp_final: float = Field(0.07, gt=0, description="teacher temperature after warm-up")
@@ -190,6 +214,12 @@ class _RecipeConfig(_Section):
                 raise ValueError(f"{name} must satisfy 0 < low <= high <= 1, got {(lo, hi)}")
         if self.momentum_teacher_final < self.momentum_teacher:
             raise ValueError("momentum_teacher_final must be >= momentum_teacher")
+        unknown = sorted(set(self.augment) - set(AUGMENT_KEYS))
+        if unknown:
+            raise ValueError(
+                f"unknown augment keys {unknown}; allowed: {', '.join(AUGMENT_KEYS)} (crop sizes "
+                "and scales have their own keys: global_crops_scale, local_crops_scale)"
+            )
         return self
 
 

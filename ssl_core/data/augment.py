@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import kornia.augmentation as KA
 import torch
@@ -82,6 +83,21 @@ class MultiCropConfig:
             blur_sigma=(base.blur_sigma[0] * s, base.blur_sigma[1] * s),
         )
         return dataclasses.replace(cfg, **overrides)  # type: ignore[arg-type]
+
+    @classmethod
+    def for_recipe(cls, recipe: Any, image_size: int, patch_size: int) -> MultiCropConfig:
+        """:meth:`scaled_for` with a training config's crops (``n_local_crops``,
+        ``global_crops_scale``, ``local_crops_scale``) and its ``augment`` overrides (YAML lists
+        become tuples)."""
+        extra = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.augment.items()}
+        return cls.scaled_for(
+            image_size,
+            patch_size,
+            n_local=recipe.n_local_crops,
+            global_scale=tuple(recipe.global_crops_scale),
+            local_scale=tuple(recipe.local_crops_scale),
+            **extra,
+        )
 
 
 class MultiCropAugmentation:

@@ -109,13 +109,7 @@ def fit(
     # FSDP shards before the optimizer sees the parameters (they become DTensors)
     tensors = make_model_state(parallelism, model, device, rt.world, rt.is_main)
     patch = model.student.backbone.patch_size
-    mc = MultiCropConfig.scaled_for(
-        image_size,
-        patch,
-        n_local=cfg.n_local_crops,
-        global_scale=tuple(cfg.global_crops_scale),
-        local_scale=tuple(cfg.local_crops_scale),
-    )
+    mc = MultiCropConfig.for_recipe(cfg, image_size, patch)
     augment = MultiCropAugmentation(mc, patch)
     packed = resolve_packed(cfg.packed, device)
 

@@ -1,6 +1,9 @@
+import dataclasses
+
 import pytest
 import torch
 
+from ssl_core.config import AUGMENT_KEYS, TrainConfig
 from ssl_core.data.augment import MultiCropAugmentation, MultiCropConfig
 
 MEAN = torch.tensor(MultiCropConfig.mean).view(1, 3, 1, 1)
@@ -102,3 +105,24 @@ def test_runs_on_cuda():
     x = _images().cuda()
     a, b = aug(x, seed=1), aug(x, seed=1)
     assert a["local"][0].device == x.device and torch.equal(a["global"][1], b["global"][1])
+
+
+def test_recipe_augment_overrides_reach_the_crop_config():
+    recipe = TrainConfig(
+        n_local_crops=3,
+        local_crops_scale=(0.1, 0.4),
+        augment={"solarize_prob": 0.0, "blur_prob": [0.0, 0.0, 0.5], "jitter_prob": 0.3},
+    )
+    mc = MultiCropConfig.for_recipe(recipe, 28, 7)
+    assert (mc.n_local, mc.local_scale, mc.global_size, mc.local_size) == (3, (0.1, 0.4), 28, 14)
+    assert (mc.solarize_prob, mc.blur_prob, mc.jitter_prob) == (0.0, (0.0, 0.0, 0.5), 0.3)
+    assert mc.jitter_brightness == MultiCropConfig().jitter_brightness  # untouched keys: recipe
+
+
+def test_augment_keys_are_multicrop_fields_and_unknown_keys_fail():
+    fields = {f.name for f in dataclasses.fields(MultiCropConfig)}
+    assert set(AUGMENT_KEYS) <= fields
+    with pytest.raises(ValueError, match="unknown augment keys.*solarise_prob"):
+        TrainConfig(augment={"solarise_prob": 0.0})
+    with pytest.raises(ValueError, match="unknown augment keys.*global_size"):
+        TrainConfig(augment={"global_size": 64})  # sizes come from image_size / patch_size
