@@ -31,7 +31,7 @@ from ssl_core.eval.probe import sample_eval_images  # noqa: E402
 from ssl_core.models.param_groups import param_groups  # noqa: E402
 from ssl_core.train.schedules import build_schedules  # noqa: E402
 from ssl_core.train.step import Losses, train_step  # noqa: E402
-from ssl_core.train.trainer import build_teacher_model  # noqa: E402
+from ssl_core.train.teacher import build_teacher_model  # noqa: E402
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ from ssl_core.config import TrainConfig, load_params, parse_overrides  # noqa: E
 from ssl_core.curation.embed import PixelEmbedder  # noqa: E402
 from ssl_core.eval.probe import knn_eval, make_knn_probe  # noqa: E402
 from ssl_core.stages.curate import CURATED  # noqa: E402
-from ssl_core.train.trainer import train_teacher  # noqa: E402
+from ssl_core.train.teacher import train_teacher  # noqa: E402
 from ssl_core.utils.atomic import write_json  # noqa: E402
 
 K = 20

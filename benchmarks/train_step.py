@@ -84,7 +84,7 @@ from ssl_core.train.flops import (  # noqa: E402
 )
 from ssl_core.train.ssl_model import SSLModel  # noqa: E402
 from ssl_core.train.step import Losses, train_step  # noqa: E402
-from ssl_core.train.trainer import build_teacher_model  # noqa: E402
+from ssl_core.train.teacher import build_teacher_model  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_step_report import _auto_conclusion, _auto_notes, machine_info, write_markdown  # noqa: E402

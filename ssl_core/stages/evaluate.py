@@ -21,7 +21,7 @@ from ssl_core.stages.cluster import ASSIGNMENTS, level_col
 from ssl_core.stages.common import StageRun
 from ssl_core.stages.curate import CURATED
 from ssl_core.stages.ingest import MANIFEST
-from ssl_core.train.trainer import build_teacher_model
+from ssl_core.train.teacher import build_teacher_model
 from ssl_core.utils.atomic import atomic_dir, write_json, write_text
 
 

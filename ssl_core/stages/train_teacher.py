@@ -10,7 +10,7 @@ from ssl_core.config import Params
 from ssl_core.eval.probe import make_knn_probe, n_classes
 from ssl_core.stages.common import StageRun
 from ssl_core.stages.curate import CURATED
-from ssl_core.train.trainer import train_teacher
+from ssl_core.train.teacher import train_teacher
 
 
 def run(params: Params, progress: bool = True) -> dict:

@@ -2,7 +2,7 @@
 distillation"; upstream code not released).
 
 The teacher (``teacher_dir/model.safetensors`` + ``head.safetensors`` written by
-:func:`ssl_core.train.trainer.train_teacher`) is frozen: no EMA, no masking, no drop-path. The
+:func:`ssl_core.train.teacher.train_teacher`) is frozen: no EMA, no masking, no drop-path. The
 student (a fresh backbone + its own head with the teacher's K prototypes) is trained with the
 same losses on the teacher's outputs, with iBOT on both global crops (``mask_probability`` 1 by
 default). The EMA of the student is the final model; it is written in the same files as the

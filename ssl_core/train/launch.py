@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     paths = pl.read_parquet(a.paths_file, columns=["path"])["path"].to_list()
     common = dict(resume=not a.no_resume, progress=not a.no_progress)
     if a.role == "teacher":
-        from ssl_core.train.trainer import train_teacher
+        from ssl_core.train.teacher import train_teacher
 
         summary = train_teacher(params.train, a.root, paths, a.out, **common)
     else:

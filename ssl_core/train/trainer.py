@@ -1,8 +1,9 @@
-"""Teacher pretraining loop (DINOv2 recipe: DINO + iBOT + KoLeo, EMA teacher, multi-crop).
+"""The shared training loop (DINOv2 recipe: DINO + iBOT + KoLeo, EMA or frozen teacher, multi-crop).
 
-:func:`train_teacher` trains one backbone and writes into ``out_dir``:
+:func:`fit` runs the loop for both roles: teacher pretraining (:mod:`ssl_core.train.teacher`)
+and distillation (:mod:`ssl_core.train.distill`). It writes into ``out_dir``:
 
-* ``model.safetensors`` — EMA teacher backbone, official DINOv2 layout (``load_backbone``);
+* ``model.safetensors`` — EMA backbone, official DINOv2 layout (``load_backbone``);
 * ``head.safetensors`` — EMA DINO (+ iBOT) head, head settings in the metadata (distillation
   targets);
 * ``config.json`` — ViT config, head config, the train config;
@@ -41,7 +42,6 @@ from ssl_core.data.augment import MultiCropAugmentation, MultiCropConfig
 from ssl_core.data.dataset import ImageDataset, collate_skip_bad
 from ssl_core.models.official import save_backbone
 from ssl_core.models.param_groups import param_groups
-from ssl_core.models.presets import build_vit
 from ssl_core.train.checkpoint import get_rng_state, restore_run, save_checkpoint
 from ssl_core.train.collapse import CollapseError, CollapseMonitor
 from ssl_core.train.fsdp import resolve_parallelism
@@ -58,7 +58,7 @@ from ssl_core.train.outputs import (
 )
 from ssl_core.train.runtime import ResumableSampler, Runtime, step_seed
 from ssl_core.train.schedules import build_schedules
-from ssl_core.train.ssl_model import SSLModel, SSLNet, make_head_config
+from ssl_core.train.ssl_model import SSLModel
 from ssl_core.train.step import Losses, resolve_packed, train_step
 from ssl_core.utils.atomic import write_json
 
@@ -69,9 +69,7 @@ __all__ = [
     "CollapseError",
     "Runtime",
     "StepHook",
-    "build_teacher_model",
     "fit",
-    "train_teacher",
 ]
 
 log = logging.getLogger("sslops.train")
@@ -337,82 +335,3 @@ def fit(
         write_json(out_dir / "summary.json", summary)
     rt.barrier()
     return summary or {"steps": int(state["step"]), "weights_sha256": sha, "rank": rt.rank}
-
-
-# ----------------------------------------------------------------------------- entry
-def build_teacher_model(cfg: TrainConfig) -> SSLModel:
-    """Student ViT (preset at ``image_size``, registers, drop-path) + heads, and its EMA."""
-    torch.manual_seed(cfg.seed)
-    backbone = build_vit(
-        cfg.preset,
-        img_size=cfg.image_size,
-        **({"patch_size": cfg.patch_size} if cfg.patch_size else {}),
-        num_register_tokens=cfg.num_register_tokens,
-        drop_path_rate=cfg.drop_path_rate,
-        layerscale_init=cfg.layerscale_init,
-    )
-    head = make_head_config(
-        cfg.out_dim,
-        cfg.head_hidden_dim,
-        cfg.head_bottleneck_dim,
-        cfg.head_nlayers,
-        cfg.separate_ibot_head,
-        cfg.head_use_bn,
-        cfg.head_norm_last_layer,
-    )
-    return SSLModel(SSLNet(backbone, head))
-
-
-def train_teacher(
-    cfg: TrainConfig,
-    root: Path,
-    paths: list[str],
-    out_dir: Path,
-    knn_probe: Callable[[nn.Module], float] | None = None,
-    chance: float = 0.1,
-    resume: bool = True,
-    progress: bool = True,
-    on_step: StepHook | None = None,
-) -> dict[str, Any]:
-    """Pretrain a teacher on ``paths`` (relative to ``root``) and write ``out_dir``.
-
-    Args:
-        cfg: Recipe (``params.yaml`` ``train:``).
-        root: Pool root the paths are relative to.
-        paths: Curated image paths (``file.parquet::row`` entries allowed).
-        out_dir: Output folder (see module docstring for the files).
-        knn_probe: Called with the final EMA backbone (eval mode), returns kNN top-1 in
-            [0, 1]; without it ``knn_top1`` is 0.0 and ``knn_probed`` false.
-        chance: Chance-level accuracy of the probe, copied into the summary.
-        resume: Continue from ``out_dir/checkpoint.pt`` when it was written with the same cfg.
-        progress: tqdm bar (rank 0).
-        on_step: Called as ``on_step(step, metrics)`` after every optimisation step.
-
-    Returns:
-        The summary dict (rank 0); other ranks get ``steps``, ``weights_sha256``, ``rank``.
-
-    Raises:
-        CollapseError: Non-finite loss, or a constant / degenerate teacher for
-            ``collapse_patience`` steps after the warm-up.
-    """
-    rt = Runtime.start(cfg.num_threads)
-    try:
-        model = build_teacher_model(cfg)
-        config_json = {"role": "teacher", "train": cfg.model_dump(mode="json")}
-        return fit(
-            cfg,
-            rt,
-            model,
-            cfg.image_size,
-            Path(root),
-            list(paths),
-            Path(out_dir),
-            config_json,
-            knn_probe,
-            chance,
-            resume,
-            progress,
-            on_step,
-        )
-    finally:
-        rt.close()

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from ssl_core.train.checkpoint import load_checkpoint, save_checkpoint
-from ssl_core.train.trainer import train_teacher
+from ssl_core.train.teacher import train_teacher
 
 
 class Killed(Exception):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch.multiprocessing as mp
 
-from ssl_core.train.trainer import train_teacher
+from ssl_core.train.teacher import train_teacher
 from tests.unit.train.conftest import free_port
 
 

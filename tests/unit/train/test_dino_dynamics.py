@@ -19,7 +19,7 @@ from ssl_core.data.dataset import ImageDataset
 from ssl_core.models.param_groups import param_groups
 from ssl_core.train.schedules import build_schedules
 from ssl_core.train.step import Losses, train_step
-from ssl_core.train.trainer import build_teacher_model
+from ssl_core.train.teacher import build_teacher_model
 
 
 def test_identical_views_sharpen_the_teacher(image_pool, tiny_train_cfg):

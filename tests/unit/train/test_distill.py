@@ -10,7 +10,7 @@ import torch
 from ssl_core.config import DistillConfig
 from ssl_core.models.official import load_backbone
 from ssl_core.train.distill import distill_student, student_config
-from ssl_core.train.trainer import train_teacher
+from ssl_core.train.teacher import train_teacher
 from ssl_core.utils.hashing import sha256_file
 from tests.unit.train.conftest import OUTPUT_FILES
 

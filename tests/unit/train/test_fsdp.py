@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from ssl_core.train.fsdp import FSDP_MIN_PARAMS, resolve_parallelism
-from ssl_core.train.trainer import train_teacher
+from ssl_core.train.teacher import train_teacher
 from tests.unit.train.conftest import free_port
 
 

@@ -11,7 +11,8 @@ import torch
 from ssl_core.models.official import load_backbone
 from ssl_core.train.distill import load_teacher
 from ssl_core.train.ssl_model import SSLModel, _call_head
-from ssl_core.train.trainer import CollapseError, train_teacher
+from ssl_core.train.teacher import train_teacher
+from ssl_core.train.trainer import CollapseError
 from tests.unit.train.conftest import OUTPUT_FILES
 
 SUMMARY_KEYS = {
