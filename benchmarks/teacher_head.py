@@ -8,6 +8,7 @@ eval images with :func:`ssl_core.eval.head_diagnostics.head_diagnostics` and wri
 Usage::
 
     .venv/bin/python benchmarks/teacher_head.py --out probes p_t04 p_noibot long_cpu_p7
+    .venv/bin/python benchmarks/teacher_head.py --out probes_m90 --notes notes.md p_geo ...
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="results/teacher_head_<out>.{json,md}")
     ap.add_argument("--n-images", type=int, default=256)
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
+    ap.add_argument("--notes", type=Path, help="markdown file appended under the table")
     args = ap.parse_args()
     torch.set_num_threads(1)
     eval_dir = load_params(args.params).paths.eval_dir
@@ -97,6 +99,8 @@ def main() -> None:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "n_images": args.n_images,
     }
+    if args.notes:
+        meta["notes"] = args.notes.read_text().splitlines()
     out = ROOT / "benchmarks" / "results" / f"teacher_head_{args.out}"
     write_json(out.with_suffix(".json"), {"meta": meta, "rows": rows})
     write_text(out.with_suffix(".md"), _md(meta, rows))
