@@ -221,30 +221,28 @@ def _merge_previous(path: Path, results: list[dict]) -> list[dict]:
 NOTES = [
     "Fast and reference of one size ran back to back in one script run (its date is in the "
     "speedup row) on 2 shared cores, so absolute times vary by 20-30 % between runs (the "
-    "reference at 1e5 measured 162-217 s); compare within a row.",
+    "reference measured 162-217 s at 1e5, 1672-2227 s at 1e6); compare within a row.",
     "The reference's k-means++ step used to compute `2 * x @ v` as `(2 * x) @ v` (a full copy "
     "of the data per step, ~6x slower steps at 1e6); the speed-ups committed before that fix "
     "(10.9x at 1e5, 33.9x extrapolated at 1e6) were inflated. These rows are after the fix.",
     "Both paths are bound by the level-0 Lloyd GEMMs (1e5 x 2000 x 384), which faiss runs at "
     "the same BLAS speed as torch; the gain is fewer passes. Lloyd's early stop (`tol` 1e-4, "
     "the default since 2026-11-23) ends level 0 after ~6 of 20 iterations; without it "
-    "(fast_20iters, the earlier default) the 1e5 speed-up is 6.8x instead of 15.6x.",
+    "(fast_20iters, the earlier default) the 1e5 speed-up is 6.8x instead of 15.6x, at 1e6 "
+    "25.8x instead of 44.4x.",
     "Coverage of the 1000 true components moves with the seeds more than with the method: in "
     "an ad-hoc sweep at 1e5 (4 hkmeans seeds x 2 sampling seeds, 2026-11-23, not in this "
     "file) the default covered 914-941 (mean 922.6), tol 0 905-938 (mean 925.3), tol 1e-5 "
     "914-958 (mean 927.9); the reference's 936 is one seed. Largest share and Gini, the "
-    "balance figures, match the reference within 0.001 / 0.01.",
+    "balance figures, match the reference at 1e5 and beat it at 1e6 (.019 / .67 vs .022 / .70).",
     "fast_ppc32 (Lloyd on at most 32 points per centroid) is the fastest but covers fewer "
-    "components (884 at 1e5) and loses balance at 1e6 (Gini 0.72 in an earlier run), so the "
-    "default stays 128.",
+    "components (884 at 1e5, 985 at 1e6; an earlier 1e6 run without early stop also lost "
+    "balance, Gini 0.72), so the default stays 128.",
     "Peak RSS is ru_maxrss of a fresh subprocess that loads the data with np.load (whose "
     "own transient peak sets the baseline); '+0' means the method never exceeded that baseline.",
     "Reference above --reference-max-n is extrapolated from measured per-step costs at that N "
     "(k k-means++ steps + 51 Lloyd iterations at level 0, plus half that per level-0 "
     "resampling round); upper levels (<= 2000 points) are negligible.",
-    "The 1e6 row ran on 2026-11-23, before the early stop existed: its 'fast' is today's "
-    "fast_20iters (always 20 Lloyd iterations), so the default's 1e6 speed-up is at least "
-    "the 23.8x shown.",
     "At 1e6 the smallest true component has ~130 points, so even a random 10 % sample covers "
     "all 1000; compare largest share and Gini there.",
 ]
