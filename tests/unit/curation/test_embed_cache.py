@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import torch
 from sklearn.datasets import load_digits
 
 from ssl_core.config import Params
@@ -197,3 +198,13 @@ def test_cache_roundtrip_and_validation(tmp_path):
         c.gather(["nope"])
     with pytest.raises(ValueError, match="hex"):
         EmbeddingCache(tmp_path, "../escape")
+
+
+def test_bootstrap_embedder_tells_images_apart():
+    # bars at 16 heights: an untrained ViT must still map them to distinguishable features
+    # (with the recipe's layer-scale 1e-5 they are equal to float32 precision: std ~1e-7)
+    x = torch.zeros(16, 1, 28, 28)
+    for i in range(16):
+        x[i, 0, i : i + 8, 4:24] = 1.0
+    feats = make_embedder("bootstrap", 28)(x)
+    assert float(feats.std(dim=0).mean()) > 1e-4
