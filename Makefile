@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DVC_STAMP := $(DVC_VENV)/.installed-dvc-3.67.1
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup demo test test-all ui lint dvc-repro pipeline clean-data data-check
+.PHONY: setup demo run test test-all ui lint dvc-repro pipeline clean-data data-check
 
 setup: $(STAMP) $(DVC_STAMP) data-check
 
@@ -56,12 +56,26 @@ data-check:
 # The main job: the whole graph through Dagster (each asset runs its DVC stage, so dvc.lock,
 # `dvc status` and the Dagster UI agree). A second run reuses every result.
 demo: setup
+	$(BIN)/sslops use-demo
+	@$(MAKE) --no-print-directory pipeline
+
+# Your own images: make run POOL=/path/to/images [LABELS=auto|none|folders|labels.csv]
+# The pool (and labels) are only ever read; outputs go to data/ as for the demo.
+LABELS ?= auto
+run: setup
+	@test -n "$(POOL)" || (echo "usage: make run POOL=/path/to/images [LABELS=auto|none|folders|file]"; exit 2)
+	$(BIN)/sslops use-folder --pool "$(POOL)" --labels "$(LABELS)"
+	@$(MAKE) --no-print-directory pipeline
+
+# The whole graph through Dagster (each asset runs its DVC stage), whatever params.yaml selects.
+pipeline:
 	@mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dg launch --job ssl_pipeline
-	@$(DVC) status
+	@$(DVC) status dvc.yaml
 	@echo ""
 	@echo "== Report: data/reports/report.md (metrics: data/reports/metrics.json)"
 	@cat data/reports/report.md
+	@echo "== Report: $(CURDIR)/data/reports/report.md"
 	@echo "== Open the Dagster UI with: make ui"
 
 # The same graph with plain DVC (no Dagster).
@@ -83,5 +97,5 @@ ui: setup
 	$(BIN)/dg dev
 
 clean-data:
-	rm -rf data/raw data/eval data/manifest data/embeddings data/dedup data/clusters \
-	  data/curated data/teacher data/students data/reports data/checks data/.cache dvc.lock
+	rm -rf data/demo/pool data/demo/eval data/manifest data/embeddings data/dedup data/clusters \
+	  data/curated data/teacher data/students data/reports data/checks data/.cache dvc.lock demo/dvc.lock

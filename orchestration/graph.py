@@ -22,14 +22,19 @@ class StageSpec:
         return f"check_{self.check}" if self.check else None
 
 
+DEMO_STAGE = "demo/dvc.yaml:import_demo"  # the demo builder's own pipeline file (see dvc.yaml)
+PIPELINE_FILES = ("dvc.yaml", "demo/dvc.yaml")
+
 GRAPH: tuple[StageSpec, ...] = (
     StageSpec(
         "raw_pool",
-        "import_demo",
+        DEMO_STAGE,
         ("import-demo",),
         (),
-        "eval_dir",
-        description="Demo raw pool (long-tailed, duplicated, broken files) + eval set",
+        "labels",
+        description="The raw image pool: with data.source demo, built from Fashion-MNIST "
+        "(long-tailed, duplicated, broken files) + eval set; with your own folder, observed "
+        "only (file count and listing fingerprint), never written",
     ),
     StageSpec(
         "raw_manifest",
@@ -44,7 +49,7 @@ GRAPH: tuple[StageSpec, ...] = (
         "embeddings",
         "embed",
         ("embed",),
-        ("raw_manifest", "raw_pool"),
+        ("raw_manifest",),
         "embeddings_dir",
         description="Embeddings of unique ok pool images and of the eval set",
     ),
@@ -78,7 +83,7 @@ GRAPH: tuple[StageSpec, ...] = (
         "teacher",
         "train_teacher",
         ("train-teacher",),
-        ("curated_dataset", "raw_pool"),
+        ("curated_dataset", "raw_manifest"),
         "teacher_dir",
         "teacher",
         "DINOv2-style teacher pretrained on the curated set",
@@ -87,7 +92,7 @@ GRAPH: tuple[StageSpec, ...] = (
         "students",
         "distill",
         ("distill",),
-        ("teacher", "curated_dataset"),
+        ("teacher", "curated_dataset", "raw_manifest"),
         "students_dir",
         "students",
         "Students distilled from the frozen teacher",
@@ -96,7 +101,7 @@ GRAPH: tuple[StageSpec, ...] = (
         "eval_reports",
         "evaluate",
         ("evaluate",),
-        ("students", "teacher", "curated_dataset", "clusters", "dedup", "raw_manifest", "raw_pool"),
+        ("students", "teacher", "curated_dataset", "clusters", "dedup", "raw_manifest"),
         "reports_dir",
         description="kNN of every model, curation diagnostics, report.md",
     ),

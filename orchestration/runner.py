@@ -88,8 +88,12 @@ def stage_command(
 
 
 def dvc_lock_hashes(root: Path, dvc_stage: str) -> dict[str, str]:
-    """Output hashes DVC recorded for ``dvc_stage`` in dvc.lock (empty if not locked)."""
+    """Output hashes DVC recorded for ``dvc_stage`` (``name`` or ``dir/dvc.yaml:name``) in the
+    dvc.lock next to its pipeline file (empty if not locked)."""
     lock = root / "dvc.lock"
+    if ":" in dvc_stage:
+        file, dvc_stage = dvc_stage.rsplit(":", 1)
+        lock = root / Path(file).with_suffix(".lock")
     if not lock.is_file():
         return {}
     stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})

@@ -2,8 +2,10 @@
 
 Examples::
 
-    sslops import-demo            # Fashion-MNIST → data/raw + data/eval
-    sslops ingest                 # data/raw → data/manifest/raw_manifest.parquet
+    sslops use-folder --pool ~/photos [--labels auto|none|folders|labels.csv]
+    sslops use-demo               # back to the demo data (data.source: demo)
+    sslops import-demo            # Fashion-MNIST → data/demo/pool + data/demo/eval
+    sslops ingest                 # pool → data/manifest/raw_manifest.parquet (+ eval set)
     sslops check manifest         # GX suite; non-zero exit when it fails
     sslops embed && sslops dedup && sslops cluster && sslops curate
     sslops train-teacher && sslops distill && sslops evaluate
@@ -24,8 +26,10 @@ import importlib
 import json
 import logging
 import sys
+from pathlib import Path
 
 from ssl_core.config import ConfigError, load_params
+from ssl_core.data.labels import LabelsError
 
 STAGES = {
     "import-demo": "ssl_core.stages.import_demo",
@@ -47,6 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for name, module in STAGES.items():
         sub.add_parser(name, help=f"run stage {name} ({module.rsplit('.', 1)[1]})")
+    use = sub.add_parser("use-folder", help="point params.yaml at your own images (read-only)")
+    use.add_argument("--pool", required=True, help="folder of images, or a .parquet pool")
+    use.add_argument(
+        "--labels",
+        default="auto",
+        help="auto (default: detect), none, folders, or a labels CSV/parquet / eval folder",
+    )
+    sub.add_parser("use-demo", help="point params.yaml back at the demo data")
+    sub.add_parser("plan", help="print the data source, pool size and the auto sizes")
     chk = sub.add_parser("check", help="run a Great Expectations suite on a stage's outputs")
     chk.add_argument("suite", choices=["manifest", "dedup", "curated", "teacher", "students"])
     return p
@@ -62,6 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     progress = not args.quiet and os.environ.get("SSLOPS_NO_PROGRESS") != "1"
     try:
+        if args.command in ("use-folder", "use-demo", "plan"):
+            from ssl_core import use_data
+
+            if args.command == "use-folder":
+                print(use_data.use_folder(Path(args.params), args.pool, args.labels))
+            elif args.command == "use-demo":
+                print(use_data.use_demo(Path(args.params)))
+            else:
+                print(use_data.plan(Path(args.params)))
+            return 0
         params = load_params(args.params)
         if args.command == "check":
             from ssl_core.stages import checks
@@ -72,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         stats = importlib.import_module(STAGES[args.command]).run(params, progress=progress)
         print(json.dumps({"stage": args.command, **stats}, default=str))
         return 0
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, LabelsError) as e:
         msg = f"sslops {args.command}: error: {e}"
         print(msg, file=sys.stderr)
         if not sys.stdout.isatty():

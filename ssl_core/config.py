@@ -19,11 +19,21 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PathsConfig(_Section):
-    """Where each stage reads and writes, relative to the project root (or absolute)."""
+DEMO_POOL = "data/demo/pool"
+DEMO_LABELS = "data/demo/eval"
+NO_LABELS_DIR = "data/labels"
+Auto = Literal["auto"]
 
-    pool: str = "data/raw"
-    eval_dir: str = "data/eval"
+
+class PathsConfig(_Section):
+    """Where each stage reads and writes, relative to the project root (or absolute).
+
+    ``pool`` and ``labels`` are inputs: no stage ever writes, moves or deletes anything in
+    them (checked by :func:`check_paths`). Every other path is a stage output.
+    """
+
+    pool: str = DEMO_POOL
+    labels: str = DEMO_LABELS
     manifest_dir: str = "data/manifest"
     embeddings_dir: str = "data/embeddings"
     dedup_dir: str = "data/dedup"
@@ -33,6 +43,31 @@ class PathsConfig(_Section):
     students_dir: str = "data/students"
     reports_dir: str = "data/reports"
     checks_dir: str = "data/checks"
+
+
+class DataConfig(_Section):
+    """Where the images come from, and how labels (optional) become an eval set."""
+
+    source: Literal["demo", "folder", "parquet"] = Field(
+        "demo",
+        description="demo: `sslops import-demo` builds data/demo from Fashion-MNIST; folder / "
+        "parquet: paths.pool is your images (a folder, or a parquet with an `image` column), "
+        "read-only to every stage",
+    )
+    labels: Literal["auto", "none", "folders"] = Field(
+        "auto",
+        description="auto: a labels file or eval folder at paths.labels, else a `label` column of "
+        "a parquet pool, else a folder-per-class pool; folders: require folder-per-class; none: "
+        "run without labels (no kNN/decontamination; label-free report)",
+    )
+    eval_fraction: float = Field(
+        0.2, gt=0, le=1, description="share of each class's labelled images held out for eval"
+    )
+    eval_max_per_class: int = Field(500, gt=1, description="cap on held-out images per class")
+    query_fraction: float = Field(
+        0.5, gt=0, lt=1, description="share of the held-out images used as kNN queries"
+    )
+    seed: int = 0
 
 
 class DemoConfig(_Section):
@@ -96,7 +131,9 @@ AUGMENT_KEYS = (
 
 
 class ClusterConfig(_Section):
-    levels: list[int] = Field(default=[64], min_length=1)
+    levels: list[int] | Auto = Field(
+        "auto", description="clusters per level, or auto (ssl_core.sizing.auto_levels)"
+    )
     n_iter: int = Field(25, gt=0)
     n_resampling_steps: int = Field(0, ge=0)
     max_points_per_centroid: int = Field(
@@ -115,13 +152,25 @@ class ClusterConfig(_Section):
 
     @model_validator(mode="after")
     def _decreasing(self) -> ClusterConfig:
+        if self.levels == "auto":
+            return self
+        if not self.levels:
+            raise ValueError("levels must name at least one level (or be auto)")
         if any(b >= a for a, b in zip(self.levels, self.levels[1:], strict=False)):
             raise ValueError(f"levels must be strictly decreasing, got {self.levels}")
         return self
 
 
 class CurateConfig(_Section):
-    target_size: int = Field(3000, gt=0)
+    target_size: int | Auto = Field(
+        "auto", description="curated images, or auto (ssl_core.sizing.auto_target_size)"
+    )
+
+    @model_validator(mode="after")
+    def _positive(self) -> CurateConfig:
+        if self.target_size != "auto" and self.target_size <= 0:
+            raise ValueError(f"target_size must be > 0 or auto, got {self.target_size}")
+        return self
     strategy: Literal["random", "closest"] = "random"
     min_cluster_entropy: float = Field(0.8, ge=0.0, le=1.0, description="normalised, 0..1")
     seed: int = 0
@@ -134,7 +183,9 @@ class _RecipeConfig(_Section):
     ``max_steps`` cuts the run short, every schedule is compressed to the shorter run.
     """
 
-    epochs: int = Field(3, gt=0, description="passes over the curated set")
+    epochs: int | Auto = Field(
+        "auto", description="passes over the curated set, or auto (ssl_core.sizing)"
+    )
     batch_size: int = Field(64, gt=1, description="images per step per process")
     lr: float = Field(5e-4, gt=0, description="peak AdamW lr after warm-up (not rescaled)")
     min_lr: float = Field(1e-6, ge=0, description="lr at the end of the cosine decay")
@@ -206,6 +257,8 @@ class _RecipeConfig(_Section):
 
     @model_validator(mode="after")
     def _ranges(self) -> _RecipeConfig:
+        if self.epochs != "auto" and self.epochs <= 0:
+            raise ValueError(f"epochs must be > 0 or auto, got {self.epochs}")
         if self.mask_ratio_min > self.mask_ratio_max:
             raise ValueError("mask_ratio_min must be <= mask_ratio_max")
         for name in ("global_crops_scale", "local_crops_scale"):
@@ -257,7 +310,6 @@ class DistillConfig(_RecipeConfig):
     image_size: int | None = Field(
         None, gt=0, description="crop size, px (default: the teacher's training size)"
     )
-    epochs: int = Field(2, gt=0, description="passes over the curated set")
     warmup_epochs: float = Field(0.5, ge=0, description="linear lr warm-up from 0")
     layer_decay: float = Field(1.0, gt=0, le=1, description="layer-wise lr decay factor")
     freeze_last_layer_epochs: float = Field(0.0, ge=0, description="prototypes frozen this long")
@@ -278,6 +330,7 @@ class EvalConfig(_Section):
 class Params(_Section):
     seed: int = 0
     paths: PathsConfig = PathsConfig()
+    data: DataConfig = DataConfig()
     demo: DemoConfig = DemoConfig()
     ingest: IngestConfig = IngestConfig()
     embed: EmbedConfig = EmbedConfig()
@@ -307,7 +360,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as e:
         problems = []
         for err in e.errors():
@@ -317,6 +370,56 @@ def load_params(path: str | Path = "params.yaml") -> Params:
             else:
                 problems.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
         raise ConfigError(f"{path}: invalid parameters:\n" + "\n".join(problems)) from None
+    check_paths(params, path.resolve().parent, path)
+    return params
+
+
+def _inside(a: Path, b: Path) -> bool:
+    """``a`` is ``b`` or lies under it."""
+    return a == b or a.is_relative_to(b)
+
+
+def check_paths(params: Params, root: Path, source: str | Path = "params.yaml") -> None:
+    """Refuse settings under which a stage could write into the user's pool or labels.
+
+    The pool and the labels are inputs. The demo builder owns ``data/demo`` and runs only
+    when ``data.source`` is ``demo``; no output folder (nor the caches next to them) may be,
+    contain or sit inside an input.
+
+    Raises:
+        ConfigError: naming the keys, the paths and what to change.
+    """
+    p, src = params.paths, params.data.source
+
+    def resolved(value: str) -> Path:
+        return (root / value).resolve()
+
+    if src == "demo":
+        if (p.pool, p.labels) != (DEMO_POOL, DEMO_LABELS):
+            raise ConfigError(
+                f"{source}: data.source is demo, so paths.pool must be {DEMO_POOL} and "
+                f"paths.labels {DEMO_LABELS} (the demo builder's own folders), got "
+                f"{p.pool!r} and {p.labels!r}. For your own images set data.source: folder "
+                "(or run `sslops use-folder --pool PATH`)."
+            )
+        return
+    pool = resolved(p.pool)
+    if src == "parquet" and pool.suffix != ".parquet":
+        raise ConfigError(f"{source}: data.source is parquet but paths.pool {p.pool!r} is not "
+                          "a .parquet file")
+    outputs = {
+        k: resolved(v) for k, v in p.model_dump().items() if k not in ("pool", "labels")
+    }
+    outputs["demo builder (data/demo)"] = resolved(str(Path(DEMO_POOL).parent))
+    outputs["caches (data/.cache)"] = resolved(str(Path(p.embeddings_dir).parent / ".cache"))
+    for key, value in (("paths.pool", pool), ("paths.labels", resolved(p.labels))):
+        for out_key, out in outputs.items():
+            if _inside(value, out) or _inside(out, value):
+                raise ConfigError(
+                    f"{source}: {key} ({value}) overlaps the output {out_key} ({out}): a stage "
+                    f"would write into your data. Keep your images in a folder of their own "
+                    "(e.g. data/mypool or any absolute path) and outputs elsewhere."
+                )
 
 
 def section_dict(params: Params, *sections: str) -> dict:

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from orchestration.defs.resources import StageRunner
-from orchestration.graph import GRAPH, StageSpec
+from orchestration.graph import DEMO_STAGE, GRAPH, StageSpec
 from ssl_core.utils.hashing import sha256_json
 
 
@@ -32,6 +32,25 @@ def _metadata(spec: StageSpec, runner: StageRunner) -> tuple[dict, str]:
     return md, version[:16]
 
 
+def _observe_pool(runner: StageRunner) -> dg.MaterializeResult:
+    """``raw_pool`` for a user's pool (data.source folder/parquet): nothing is built or
+    written; the pool is described (file count, bytes, listing fingerprint) and the
+    fingerprint is the asset's data version."""
+    from ssl_core.data.manifest import describe_pool
+
+    params = runner.params()
+    desc = describe_pool(runner.root / params.paths.pool, params.ingest)
+    md = {
+        "source": params.data.source,
+        "pool": dg.MetadataValue.path(str(runner.root / params.paths.pool)),
+        "files": desc["files"],
+        "bytes": desc["bytes"],
+        "listing_sha256": desc["listing_sha256"],
+        "written": "never: the pool is read-only to every stage",
+    }
+    return dg.MaterializeResult(metadata=md, data_version=dg.DataVersion(desc["listing_sha256"][:16]))
+
+
 def _make_asset(spec: StageSpec) -> dg.AssetsDefinition:
     @dg.asset(
         name=spec.asset,
@@ -42,6 +61,9 @@ def _make_asset(spec: StageSpec) -> dg.AssetsDefinition:
         metadata={"dvc_stage": spec.dvc_stage, "cli": "sslops " + " ".join(spec.cli)},
     )
     def _asset(context: dg.AssetExecutionContext, runner: StageRunner) -> dg.MaterializeResult:
+        if spec.dvc_stage == DEMO_STAGE and runner.params().data.source != "demo":
+            context.log.info("data.source is not demo: the demo builder does not run")
+            return _observe_pool(runner)
         runner.run(context, spec.dvc_stage, spec.cli)
         md, version = _metadata(spec, runner)
         return dg.MaterializeResult(metadata=md, data_version=dg.DataVersion(version))

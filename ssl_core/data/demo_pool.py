@@ -21,10 +21,9 @@ from tqdm import tqdm
 
 from ssl_core.config import DemoConfig
 from ssl_core.data.fashion_mnist import load_split
+from ssl_core.data.labels import EVAL_LABELS, POOL_LABELS
 
 SHARD_SIZE = 1000
-POOL_LABELS = "pool_labels.parquet"
-EVAL_LABELS = "eval_labels.parquet"
 BROKEN_KINDS = ("truncated", "empty", "not_an_image", "garbage_jpeg")
 
 

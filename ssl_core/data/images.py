@@ -52,7 +52,9 @@ def read_bytes(root: str | Path, rel: str) -> bytes:
     stored as a parquet of image bytes (column ``image``)."""
     if PARQUET_SEP in rel:
         file, row = rel.rsplit(PARQUET_SEP, 1)
-        col = pl.read_parquet(Path(root) / file, columns=["image"])["image"]
+        root = Path(root)
+        src = root if root.is_file() and root.name == file else root / file
+        col = pl.read_parquet(src, columns=["image"])["image"]
         return col[int(row)]
     return (Path(root) / rel).read_bytes()
 

@@ -7,6 +7,7 @@ The manifest has one row per candidate file: ``path`` (relative to the pool root
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import polars as pl
@@ -97,3 +98,26 @@ def build_manifest(pool: str | Path, cfg: IngestConfig, progress: bool = True) -
                 reason = f"unreadable: {e.strerror or type(e).__name__}"
         rows.append(_row(rel, data, reason, cfg))
     return pl.DataFrame(rows, schema=SCHEMA) if rows else pl.DataFrame(schema=SCHEMA)
+
+
+def describe_pool(pool: str | Path, cfg: IngestConfig) -> dict:
+    """Cheap description of a pool without reading any image: candidate files, total bytes
+    and a fingerprint of the listing (paths, sizes, modification times). Only reads."""
+    pool = Path(pool)
+    entries = list_pool(pool, cfg)
+    h = hashlib.sha256()
+    total = 0
+    if pool.is_file():
+        st = pool.stat()
+        total = st.st_size
+        h.update(f"{pool.name}\t{st.st_size}\t{st.st_mtime_ns}".encode())
+    else:
+        for rel, _, _ in entries:
+            try:
+                st = (pool / rel).stat()
+            except OSError:
+                h.update(f"{rel}\tunreadable\n".encode())
+                continue
+            total += st.st_size
+            h.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return {"files": len(entries), "bytes": total, "listing_sha256": h.hexdigest()}

@@ -1,7 +1,9 @@
-"""Demo-only curation diagnostics: class balance of raw vs random vs curated, planted dups found.
+"""Label-based curation diagnostics: class balance of raw vs random vs curated, and (demo only)
+planted duplicates found and broken files quarantined.
 
-Only possible when the pool's labels are known (``pool_labels.parquet``, written by
-``sslops import-demo``); on a user's unlabelled pool the report simply omits this section.
+Only possible when pool labels are known (``pool_labels.parquet`` next to the manifest: the
+demo's, or the labelled images of a user's pool); without them the report shows the label-free
+evidence instead (cluster balance, feature health).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ssl_core.data.demo_pool import POOL_LABELS
 
 
 def _dist(labels: np.ndarray, n: int) -> dict:
@@ -26,22 +27,41 @@ def _dist(labels: np.ndarray, n: int) -> dict:
 
 
 def curation_report(
-    eval_dir: Path,
+    labels: pl.DataFrame | None,
     manifest: pl.DataFrame,
     removed: pl.DataFrame,
     curated: pl.DataFrame,
     seed: int = 0,
 ) -> dict | None:
-    path = Path(eval_dir) / POOL_LABELS
-    if not path.is_file():
+    """Class balance (and, with the demo's planted columns, duplicates/broken files found).
+
+    Args:
+        labels: (path, label >= 0 or -1 for unlabelled) of pool images, or None.
+    """
+    if labels is None or labels.filter(pl.col("label") >= 0).is_empty():
         return None
-    labels = pl.read_parquet(path)
     ok = manifest.filter(pl.col("status") == "ok").join(labels, on="path")
-    n = int(labels.filter(pl.col("label") >= 0)["label"].max()) + 1
+    ok = ok.filter(pl.col("label") >= 0)
+    n = int(labels["label"].max()) + 1
     raw = ok["label"].to_numpy()
     rng = np.random.default_rng(seed)
     rand = raw[rng.choice(len(raw), size=min(curated.height, len(raw)), replace=False)]
     cur = curated.join(labels, on="path")["label"].to_numpy()
+    out = {
+        "class_distribution": {
+            "raw_pool": _dist(raw, n),
+            "random_subset": _dist(rand, n),
+            "curated": _dist(cur, n),
+        }
+    }
+    if {"origin", "source_index"} <= set(labels.columns):
+        out.update(_planted(labels, manifest, removed))
+    return out
+
+
+def _planted(labels: pl.DataFrame, manifest: pl.DataFrame, removed: pl.DataFrame) -> dict:
+    """Demo only: planted duplicate groups resolved by dedup, planted broken files quarantined."""
+    ok = manifest.filter(pl.col("status") == "ok").join(labels, on="path")
     # A planted copy is resolved when at most one member of its group (the original and all
     # its copies) survives dedup; which member survives (first path) does not matter.
     removed_paths = removed.select("path", pl.lit(False).alias("kept"))
@@ -64,11 +84,6 @@ def curation_report(
     broken = labels.filter(pl.col("origin").str.starts_with("broken"))
     quarantined = broken.join(manifest.select("path", "status"), on="path")
     return {
-        "class_distribution": {
-            "raw_pool": _dist(raw, n),
-            "random_subset": _dist(rand, n),
-            "curated": _dist(cur, n),
-        },
         "planted_duplicates": by_origin,
         "broken_files": {
             "planted": broken.height,

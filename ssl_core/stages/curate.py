@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from ssl_core import sizing
 from ssl_core.config import Params
 from ssl_core.curation.sampling import balanced_sample, find_cap
-from ssl_core.stages.cluster import ASSIGNMENTS, level_col
+from ssl_core.stages.cluster import ASSIGNMENTS, level_col, resolved_levels
 from ssl_core.stages.common import StageRun
 from ssl_core.utils.atomic import atomic_dir
 
@@ -30,28 +31,31 @@ def run(params: Params, progress: bool = True) -> dict:
     st = StageRun("curate", params, ("curate", "cluster"), seed=cfg.seed)
     cdir = Path(params.paths.clusters_dir)
     table = pl.read_parquet(cdir / ASSIGNMENTS)
-    n_levels = len(params.cluster.levels)
-    if cfg.target_size > table.height:
+    levels = resolved_levels(params)
+    n_levels = len(levels)
+    target = sizing.resolve_target_size(cfg.target_size, table.height)
+    if target > table.height:
         raise ValueError(
-            f"curate.target_size = {cfg.target_size} but only {table.height} images survived "
-            "dedup: lower curate.target_size in params.yaml (or add images to the pool)"
+            f"curate.target_size = {target} but only {table.height} images survived "
+            "dedup: lower curate.target_size in params.yaml, set it to auto, or add images"
         )
     assignments = [np.load(cdir / f"assign_l{lv}.npy") for lv in range(n_levels)]
     sel = balanced_sample(
         assignments,
-        cfg.target_size,
+        target,
         strategy=cfg.strategy,
         seed=cfg.seed,
         distances=table["dist_l0"].to_numpy(),
     )
     curated = table[sel]
     top = level_col(n_levels - 1)
-    top_sizes = np.bincount(table[top].to_numpy(), minlength=params.cluster.levels[-1])
-    got = np.bincount(curated[top].to_numpy(), minlength=params.cluster.levels[-1])
+    top_sizes = np.bincount(table[top].to_numpy(), minlength=levels[-1])
+    got = np.bincount(curated[top].to_numpy(), minlength=levels[-1])
     stats = {
         "selected": curated.height,
-        "target_size": cfg.target_size,
-        "top_level_cap": int(find_cap(top_sizes, cfg.target_size)),
+        "target_size": target,
+        "levels": levels,
+        "top_level_cap": int(find_cap(top_sizes, target)),
         "top_level_max_count": int(got.max()),
         "top_level_entropy_before": normalised_entropy(top_sizes),
         "top_level_entropy_after": normalised_entropy(got),

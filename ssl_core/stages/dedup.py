@@ -55,24 +55,23 @@ def run(params: Params, progress: bool = True) -> dict:
     )
     kept_idx = np.flatnonzero(near.keep)
     dec = decontaminate(pool[kept_idx], eval_emb, cfg.decontam_threshold, k=1)
-    eval_paths = eval_ids["path"].to_numpy()
-    nn_eval = dec.nearest_eval[:, 0]
+    # without labels there is no eval set: nothing to decontaminate against (nearest = null)
+    eval_paths = np.append(eval_ids["path"].to_numpy().astype(object), None)
+    nn_eval = dec.nearest_eval[:, 0]  # -1 (no eval set) picks the trailing None
     nn_sim = dec.similarity[:, 0].astype(np.float64)
     cont = ~dec.keep
     removed_cont = ids[kept_idx[cont]].select(
         "path",
         "sha256",
         pl.lit("eval_contamination").alias("reason"),
-        pl.Series("nearest_path", eval_paths[nn_eval[cont]] if cont.any() else [], pl.String),
+        pl.Series("nearest_path", eval_paths[nn_eval[cont]], pl.String),
         pl.Series("similarity", nn_sim[cont]),
     )
     final = kept_idx[dec.keep]
     kept = ids[final].with_columns(
         pl.Series("emb_row", final, pl.Int64),
-        pl.Series(
-            "nearest_eval_path", eval_paths[nn_eval[dec.keep]] if len(final) else [], pl.String
-        ),
-        pl.Series("nearest_eval_sim", nn_sim[dec.keep]),
+        pl.Series("nearest_eval_path", eval_paths[nn_eval[dec.keep]], pl.String),
+        pl.Series("nearest_eval_sim", nn_sim[dec.keep], nan_to_null=True),
     )
     removed = pl.concat([f.cast(REMOVED_SCHEMA) for f in (exact, removed_near, removed_cont)]).sort(
         "path"
@@ -86,6 +85,7 @@ def run(params: Params, progress: bool = True) -> dict:
         "removed_near": removed_near.height,
         "removed_eval_contamination": removed_cont.height,
         "near_dup_components": near.n_components,
+        "decontaminated_against": len(eval_ids),
     }
     with atomic_dir(params.paths.dedup_dir) as tmp:
         kept.write_parquet(tmp / "kept.parquet")

@@ -7,7 +7,9 @@ from pathlib import Path
 import polars as pl
 
 from ssl_core.config import Params
-from ssl_core.eval.probe import make_knn_probe, n_classes
+from ssl_core import sizing
+from ssl_core.data.eval_set import load_eval_set
+from ssl_core.eval.probe import make_knn_probe
 from ssl_core.stages.common import StageRun
 from ssl_core.stages.curate import CURATED
 from ssl_core.train.distill import distill_student
@@ -19,8 +21,12 @@ def run(params: Params, progress: bool = True) -> dict:
     curated_path = Path(params.paths.curated_dir) / CURATED
     teacher_dir = Path(params.paths.teacher_dir)
     paths = pl.read_parquet(curated_path)["path"].to_list()
-    probe = make_knn_probe(
-        params.paths.eval_dir, params.train.image_size, temperature=params.eval.temperature
+    cfg = sizing.resolve_epochs(cfg, len(paths), sizing.STUDENT_IMAGES, "distill")
+    evset = load_eval_set(params)
+    probe = (
+        make_knn_probe(evset, params.train.image_size, temperature=params.eval.temperature)
+        if evset
+        else None
     )
     results = {}
     for name in cfg.students:
@@ -34,7 +40,7 @@ def run(params: Params, progress: bool = True) -> dict:
             paths,
             out,
             knn_probe=probe,
-            chance=1.0 / n_classes(params.paths.eval_dir),
+            chance=1.0 / evset.n_classes if evset else 0.0,
             resume=True,
             progress=progress,
         )

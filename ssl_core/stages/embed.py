@@ -17,29 +17,15 @@ import polars as pl
 from ssl_core.config import Params
 from ssl_core.curation.embed import make_embedder, model_hash
 from ssl_core.curation.embed_cache import EmbeddingCache, embed_with_cache
-from ssl_core.data.demo_pool import EVAL_LABELS
-from ssl_core.data.eval_set import load_eval_labels
-from ssl_core.data.images import read_bytes
+from ssl_core.data.eval_set import EVAL_SET, load_eval_set
 from ssl_core.stages.common import StageRun
 from ssl_core.stages.ingest import MANIFEST
 from ssl_core.utils.atomic import atomic_dir, write_json
-from ssl_core.utils.hashing import sha256_bytes
 
 
 def cache_root(params: Params) -> Path:
     """Where the embedding cache lives: next to, not inside, the DVC-tracked output."""
     return Path(params.paths.embeddings_dir).parent / ".cache" / "embeddings"
-
-
-def _file_shas(root: str | Path, paths: list[str]) -> list[str | None]:
-    """sha256 of each eval file; ``None`` where it can't be read (it then counts as failed)."""
-    out: list[str | None] = []
-    for p in paths:
-        try:
-            out.append(sha256_bytes(read_bytes(root, p)))
-        except (OSError, ValueError, IndexError, pl.exceptions.PolarsError):
-            out.append(None)
-    return out
 
 
 def run(params: Params, progress: bool = True) -> dict:
@@ -48,16 +34,16 @@ def run(params: Params, progress: bool = True) -> dict:
     manifest_path = Path(params.paths.manifest_dir) / MANIFEST
     manifest = pl.read_parquet(manifest_path)
     pool_rows = manifest.filter((pl.col("status") == "ok") & pl.col("duplicate_of").is_null())
-    eval_rows = load_eval_labels(params.paths.eval_dir)
+    evset = load_eval_set(params)
+    if evset is not None and evset.root == Path(params.paths.pool):
+        # eval images drawn from the pool never train a model
+        pool_rows = pool_rows.join(evset.table.select("path"), on="path", how="anti")
+    eval_rows = evset.table if evset is not None else None
     embedder = make_embedder(cfg.model, cfg.image_size, seed=cfg.seed)
     mhash = model_hash(embedder)
     cache = EmbeddingCache(cache_root(params), mhash)
     write_json(cache.dir / "model.json", {"name": embedder.name, **embedder.fingerprint})
 
-    eval_paths = eval_rows["path"].to_list()
-    eval_shas = _file_shas(params.paths.eval_dir, eval_paths)
-    # kept in eval_ids.parquet: the dedup check's byte-copy leakage test reads it, unhashed again
-    eval_rows = eval_rows.with_columns(pl.Series("sha256", eval_shas, dtype=pl.String))
     common = dict(shard_size=cfg.shard_size, batch_size=cfg.batch_size, progress=progress)
     with cache.lock():
         pool = embed_with_cache(
@@ -69,17 +55,24 @@ def run(params: Params, progress: bool = True) -> dict:
             desc="embed pool",
             **common,
         )
-        ev = embed_with_cache(
-            cache,
-            params.paths.eval_dir,
-            eval_paths,
-            eval_shas,
-            embedder,
-            desc="embed eval",
-            **common,
-        )
+        ev = None
+        if eval_rows is not None:
+            ev = embed_with_cache(
+                cache,
+                evset.root,
+                eval_rows["path"].to_list(),
+                eval_rows["sha256"].to_list(),
+                embedder,
+                desc="embed eval",
+                **common,
+            )
         n_shards = cache.n_shards
-    pool_ok, eval_ok = pool.ok, ev.ok
+    pool_ok = pool.ok
+    if ev is None:  # no labels: an empty eval matrix keeps every later reader simple
+        eval_rows = pl.DataFrame(schema={"path": pl.String, "label": pl.Int64, "sha256": pl.String})
+        eval_emb, eval_ok = np.zeros((0, pool.emb.shape[1]), np.float32), np.zeros(0, bool)
+    else:
+        eval_emb, eval_ok = ev.emb, ev.ok
     stats = {
         "model": embedder.name,
         "model_hash": mhash,
@@ -87,8 +80,8 @@ def run(params: Params, progress: bool = True) -> dict:
         "pool_embedded": int(pool_ok.sum()),
         "pool_failed": int((~pool_ok).sum()),
         "eval_embedded": int(eval_ok.sum()),
-        "cached": pool.cached + ev.cached,
-        "newly_embedded": pool.newly_embedded + ev.newly_embedded,
+        "cached": pool.cached + (ev.cached if ev else 0),
+        "newly_embedded": pool.newly_embedded + (ev.newly_embedded if ev else 0),
         "shards": n_shards,
     }
     with atomic_dir(params.paths.embeddings_dir) as tmp:
@@ -96,7 +89,7 @@ def run(params: Params, progress: bool = True) -> dict:
         pool_rows.filter(pl.Series(pool_ok)).select("path", "sha256").write_parquet(
             tmp / "pool_ids.parquet"
         )
-        np.save(tmp / "eval.npy", ev.emb)
+        np.save(tmp / "eval.npy", eval_emb)
         eval_rows.filter(pl.Series(eval_ok)).write_parquet(tmp / "eval_ids.parquet")
         if (~pool_ok).any():
             pool_rows.filter(~pl.Series(pool_ok)).select("path", "sha256").with_columns(
@@ -104,7 +97,7 @@ def run(params: Params, progress: bool = True) -> dict:
             ).write_parquet(tmp / "failed.parquet")
         st.lineage(
             tmp,
-            {"manifest": manifest_path, "eval_labels": Path(params.paths.eval_dir) / EVAL_LABELS},
+            {"manifest": manifest_path, "eval_set": Path(params.paths.manifest_dir) / EVAL_SET},
             stats,
         )
     return stats

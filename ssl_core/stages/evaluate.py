@@ -1,5 +1,10 @@
-"""Stage ``evaluate``: kNN for every model (+ raw pixels, random init), curation diagnostics,
-``metrics.json`` (DVC metrics), ``report.md`` and a class-distribution plot."""
+"""Stage ``evaluate``: every model measured, curation diagnosed, ``report.md`` written.
+
+With labels: kNN of every model (raw pixels, random init, teacher, students) on the eval set,
+and the class balance of raw pool vs random subset vs curated set. Always, labels or not: the
+label-free evidence (cluster balance before/after curation, cluster image grids, feature health
+of every model: effective rank, uniformity, patch-token norm outliers and register norms).
+"""
 
 from __future__ import annotations
 
@@ -7,22 +12,28 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import torch
 
 from ssl_core.config import Params
-from ssl_core.curation.embed import BackboneEmbedder, PixelEmbedder, make_embedder
+from ssl_core.curation.embed import BackboneEmbedder, PixelEmbedder, embed_paths, make_embedder
+from ssl_core.data.eval_set import load_eval_set, load_pool_labels
+from ssl_core.eval import feature_health as fh
 from ssl_core.eval.curation_plots import (
     cluster_image_grid,
     plot_class_distribution,
     plot_cluster_sizes,
 )
 from ssl_core.eval.curation_report import curation_report
-from ssl_core.eval.probe import knn_eval
-from ssl_core.stages.cluster import ASSIGNMENTS, level_col
+from ssl_core.eval.probe import knn_eval, sample_images
+from ssl_core.eval.report_md import report_md
+from ssl_core.stages.cluster import ASSIGNMENTS, level_col, resolved_levels
 from ssl_core.stages.common import StageRun
 from ssl_core.stages.curate import CURATED
 from ssl_core.stages.ingest import MANIFEST
 from ssl_core.train.teacher import build_teacher_model
 from ssl_core.utils.atomic import atomic_dir, write_json, write_text
+
+HEALTH_IMAGES = 256  # curated images sampled for the label-free feature-health measures
 
 
 def _models(params: Params) -> dict:
@@ -41,63 +52,35 @@ def _models(params: Params) -> dict:
     return models
 
 
-def _report_md(metrics: dict) -> str:
-    ks = sorted({int(k) for m in metrics["knn"].values() for k in m})
-    temp = metrics["knn_temperature"]
-    lines = [
-        "# Evaluation report",
-        "",
-        f"## kNN top-1 on the eval query set (cosine, T={temp:.2f})",
-        "",
-        "| model | " + " | ".join(f"k={k}" for k in ks) + " |",
-        "|---|" + "---|" * len(ks),
-    ]
-    for name, accs in metrics["knn"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{100 * accs[str(k)]:.1f} %" for k in ks) + " |")
-    cur = metrics.get("curation")
-    if cur:
-        lines += [
-            "",
-            "## Curation (demo labels)",
-            "",
-            "| subset | class entropy (1 = uniform) | max/min | counts |",
-            "|---|---|---|---|",
-        ]
-        for name, d in cur["class_distribution"].items():
-            lines.append(
-                f"| {name} | {d['entropy_normalised']:.3f} | {d['max_min_ratio']:.1f} | {d['counts']} |"
-            )
-        lines += [
-            "",
-            "Planted duplicate groups with at most one survivor: "
-            + ", ".join(
-                f"{o}: {d['resolved']}/{d['planted_groups']}"
-                for o, d in cur["planted_duplicates"].items()
-            ),
-            f"Broken files quarantined: {cur['broken_files']['quarantined']} / {cur['broken_files']['planted']}",
-        ]
-    lines += [
-        "",
-        "Plots: `cluster_sizes.png` (cluster sizes before/after curation per level), "
-        "`cluster_samples.png` (curated images per top-level cluster)"
-        + (", `class_distribution.png`." if cur else "."),
-        "",
-        "Lineage of every input: see `lineage.json` next to each artifact.",
-    ]
-    return "\n".join(lines) + "\n"
+def _feature_health(emb, root: Path, paths: list[str], seed: int) -> dict:
+    """Effective rank and uniformity of the model's features on ``paths``; patch-token norm
+    statistics for ViT backbones."""
+    feats, ok = embed_paths(root, paths, emb, 256, progress=False, desc="health")
+    x = torch.from_numpy(feats[ok])
+    out = {"images": int(ok.sum()), "effective_rank": fh.effective_rank(x)}
+    out["uniformity"] = fh.uniformity(x)
+    if isinstance(emb, BackboneEmbedder):
+        imgs = sample_images(root, paths, emb.image_size, len(paths), seed)  # [0, 1]
+        out["tokens"] = fh.token_norm_stats(emb.model, imgs)
+    return out
 
 
-def _curation_plots(params: Params, curated: pl.DataFrame, cur: dict | None, out: Path) -> None:
-    """Cluster sizes before/after curation per level, an image grid per top cluster, and (demo
-    only) the class distribution of raw pool vs random subset vs curated subset."""
+def _cluster_balance(params: Params, curated: pl.DataFrame) -> tuple[dict, dict, dict]:
+    """Per level: cluster sizes before/after curation and their balance measures."""
     table = pl.read_parquet(Path(params.paths.clusters_dir) / ASSIGNMENTS)
-    before, after = {}, {}
-    for lv, k in enumerate(params.cluster.levels):
-        col = level_col(lv)
-        before[f"level {lv} ({k} clusters)"] = np.bincount(table[col].to_numpy(), minlength=k)
-        after[f"level {lv} ({k} clusters)"] = np.bincount(curated[col].to_numpy(), minlength=k)
-    plot_cluster_sizes(before, after, out / "cluster_sizes.png")
-    top = level_col(len(params.cluster.levels) - 1)
+    before, after, balance = {}, {}, {}
+    for lv, k in enumerate(resolved_levels(params)):
+        name, col = f"level {lv} ({k} clusters)", level_col(lv)
+        before[name] = np.bincount(table[col].to_numpy(), minlength=k)
+        after[name] = np.bincount(curated[col].to_numpy(), minlength=k)
+        balance[name] = {"before": fh.cluster_balance(before[name]),
+                         "after": fh.cluster_balance(after[name])}
+    return before, after, balance
+
+
+def _plots(params: Params, curated: pl.DataFrame, sizes: tuple, cur: dict | None, out: Path):
+    plot_cluster_sizes(sizes[0], sizes[1], out / "cluster_sizes.png")
+    top = level_col(len(resolved_levels(params)) - 1)
     by_cluster = {
         int(c): g["path"].to_list() for (c,), g in curated.group_by(top, maintain_order=True)
     }
@@ -110,24 +93,38 @@ def _curation_plots(params: Params, curated: pl.DataFrame, cur: dict | None, out
             {k: v["counts"] for k, v in cur["class_distribution"].items()},
             out / "class_distribution.png",
         )
+        rows = [
+            {"subset": s, "class": i, "count": c}
+            for s, d in cur["class_distribution"].items()
+            for i, c in enumerate(d["counts"])
+        ]
+        pl.DataFrame(rows).write_csv(out / "class_distribution.csv")
 
 
 def run(params: Params, progress: bool = True) -> dict:
     st = StageRun("evaluate", params, ("eval", "train", "distill"))
-    cfg = params.eval
-    knn = {}
-    for name, emb in _models(params).items():
-        accs = knn_eval(
-            emb, params.paths.eval_dir, cfg.ks, cfg.temperature, cfg.batch_size, progress
-        )
-        knn[name] = {str(k): round(v, 4) for k, v in accs.items()}
+    cfg, evset = params.eval, load_eval_set(params)
     manifest = pl.read_parquet(Path(params.paths.manifest_dir) / MANIFEST)
     curated = pl.read_parquet(Path(params.paths.curated_dir) / CURATED)
     removed = pl.read_parquet(Path(params.paths.dedup_dir) / "removed.parquet")
+    sample = curated["path"].sample(min(HEALTH_IMAGES, curated.height), seed=params.seed)
+    knn, health = {}, {}
+    for name, emb in _models(params).items():
+        if evset is not None:
+            accs = knn_eval(emb, evset, cfg.ks, cfg.temperature, cfg.batch_size, progress)
+            knn[name] = {str(k): round(v, 4) for k, v in accs.items()}
+        health[name] = _feature_health(emb, Path(params.paths.pool), sample.to_list(), params.seed)
+    sizes = _cluster_balance(params, curated)
     metrics = {
+        "labels": evset is not None,
+        "eval_set": None
+        if evset is None
+        else {"bank": evset.bank.height, "query": evset.query.height, "classes": evset.n_classes},
         "knn": knn,
         "knn_temperature": cfg.temperature,
-        "curation": curation_report(Path(params.paths.eval_dir), manifest, removed, curated),
+        "feature_health": health,
+        "cluster_balance": sizes[2],
+        "curation": curation_report(load_pool_labels(params), manifest, removed, curated),
     }
     inputs = {
         "teacher": Path(params.paths.teacher_dir) / "model.safetensors",
@@ -135,14 +132,7 @@ def run(params: Params, progress: bool = True) -> dict:
     }
     with atomic_dir(params.paths.reports_dir) as tmp:
         write_json(tmp / "metrics.json", metrics)
-        write_text(tmp / "report.md", _report_md(metrics))
-        if metrics["curation"]:
-            rows = [
-                {"subset": s, "class": i, "count": c}
-                for s, d in metrics["curation"]["class_distribution"].items()
-                for i, c in enumerate(d["counts"])
-            ]
-            pl.DataFrame(rows).write_csv(tmp / "class_distribution.csv")
-        _curation_plots(params, curated, metrics["curation"], tmp)
-        st.lineage(tmp, inputs, {"knn": knn})
+        write_text(tmp / "report.md", report_md(metrics))
+        _plots(params, curated, sizes, metrics["curation"], tmp)
+        st.lineage(tmp, inputs, {"knn": knn, "labels": evset is not None})
     return {"knn": knn, "report": str(Path(params.paths.reports_dir) / "report.md")}

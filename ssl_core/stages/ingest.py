@@ -7,8 +7,9 @@ from pathlib import Path
 import polars as pl
 
 from ssl_core.config import Params
+from ssl_core.data.eval_set import EVAL_SET, build_eval_set, write_eval_set
 from ssl_core.data.manifest import build_manifest
-from ssl_core.stages.common import StageRun
+from ssl_core.stages.common import StageRun, log
 from ssl_core.utils.atomic import atomic_dir
 
 MANIFEST = "raw_manifest.parquet"
@@ -33,9 +34,11 @@ def mark_exact_duplicates(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def run(params: Params, progress: bool = True) -> dict:
-    st = StageRun("ingest", params, ("ingest",))
+    st = StageRun("ingest", params, ("ingest", "data"))
     pool, out = Path(params.paths.pool), Path(params.paths.manifest_dir)
     df = mark_exact_duplicates(build_manifest(pool, params.ingest, progress=progress))
+    evs = build_eval_set(params, df)
+    log.info("labels: %s", evs.info["detail"])
     stats = {
         "rows": df.height,
         "ok": int((df["status"] == "ok").sum()),
@@ -47,10 +50,19 @@ def run(params: Params, progress: bool = True) -> dict:
             .value_counts()
             .iter_rows()
         },
+        "labels": evs.info["kind"],
+        "eval_bank": evs.info.get("bank", 0),
+        "eval_query": evs.info.get("query", 0),
+        "classes": len(evs.info["classes"]),
     }
     with atomic_dir(out) as tmp:
         df.write_parquet(tmp / MANIFEST)
         # the pool's identity is the sorted list of (path, sha256) it holds
         (tmp / "pool_listing.csv").write_text(df.select("path", "sha256").write_csv())
-        st.lineage(tmp, {"pool_listing": tmp / "pool_listing.csv"}, stats)
+        write_eval_set(evs, tmp)
+        st.lineage(
+            tmp,
+            {"pool_listing": tmp / "pool_listing.csv", "eval_set": tmp / EVAL_SET},
+            stats,
+        )
     return stats

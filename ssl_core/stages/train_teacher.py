@@ -7,7 +7,9 @@ from pathlib import Path
 import polars as pl
 
 from ssl_core.config import Params
-from ssl_core.eval.probe import make_knn_probe, n_classes
+from ssl_core import sizing
+from ssl_core.data.eval_set import load_eval_set
+from ssl_core.eval.probe import make_knn_probe
 from ssl_core.stages.common import StageRun
 from ssl_core.stages.curate import CURATED
 from ssl_core.train.teacher import train_teacher
@@ -18,6 +20,8 @@ def run(params: Params, progress: bool = True) -> dict:
     st = StageRun("train_teacher", params, ("train",), seed=cfg.seed)
     curated_path = Path(params.paths.curated_dir) / CURATED
     paths = pl.read_parquet(curated_path)["path"].to_list()
+    cfg = sizing.resolve_epochs(cfg, len(paths), sizing.TEACHER_IMAGES, "train")
+    evset = load_eval_set(params)
     out = Path(params.paths.teacher_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = train_teacher(
@@ -25,12 +29,13 @@ def run(params: Params, progress: bool = True) -> dict:
         Path(params.paths.pool),
         paths,
         out,
-        knn_probe=make_knn_probe(
-            params.paths.eval_dir, cfg.image_size, temperature=params.eval.temperature
-        ),
-        chance=1.0 / n_classes(params.paths.eval_dir),
+        knn_probe=make_knn_probe(evset, cfg.image_size, temperature=params.eval.temperature)
+        if evset
+        else None,
+        chance=1.0 / evset.n_classes if evset else 0.0,
         resume=True,
         progress=progress,
     )
     st.lineage(out, {"curated": curated_path}, summary)
     return summary
+

@@ -38,6 +38,7 @@ from pathlib import Path  # noqa: E402
 
 import polars as pl  # noqa: E402
 
+from ssl_core import sizing  # noqa: E402
 from ssl_core.config import load_params  # noqa: E402
 
 
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> dict:
     if a.role == "teacher":
         from ssl_core.train.teacher import train_teacher
 
-        summary = train_teacher(params.train, a.root, paths, a.out, **common)
+        cfg = sizing.resolve_epochs(params.train, len(paths), sizing.TEACHER_IMAGES, "train")
+        summary = train_teacher(cfg, a.root, paths, a.out, **common)
     else:
         from ssl_core.train.distill import distill_student
 
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
             p.error("--role student needs --teacher-dir")
         name = a.student or params.distill.students[0]
         summary = distill_student(
-            params.distill, name, a.teacher_dir, a.root, paths, a.out, **common
+            sizing.resolve_epochs(params.distill, len(paths), sizing.STUDENT_IMAGES, "distill"),
+            name, a.teacher_dir, a.root, paths, a.out, **common
         )
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, sort_keys=True))

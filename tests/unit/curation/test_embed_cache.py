@@ -15,7 +15,7 @@ from ssl_core.config import Params
 from ssl_core.curation import embed as embed_mod
 from ssl_core.curation.embed import PixelEmbedder, embed_paths, make_embedder, model_hash
 from ssl_core.curation.embed_cache import EmbeddingCache
-from ssl_core.data.demo_pool import EVAL_LABELS
+from ssl_core.data.labels import EVAL_LABELS
 from ssl_core.stages import embed as stage
 from ssl_core.stages import ingest
 from ssl_core.utils.hashing import sha256_file
@@ -28,7 +28,7 @@ def _params(tmp: Path, pool: Path, eval_dir: Path, run: str = "run", **embed) ->
         {
             "paths": {
                 "pool": str(pool),
-                "eval_dir": str(eval_dir),
+                "labels": str(eval_dir),
                 "manifest_dir": str(d / "manifest"),
                 "embeddings_dir": str(d / "embeddings"),
             },
@@ -179,7 +179,7 @@ def test_identical_to_uncached_path_for_pixels(tmp_path, digits_pool, eval_dir):
     ev = out["eval_ids"]["path"].to_list()
     direct_eval, _ = embed_paths(eval_dir, ev, PixelEmbedder(16), 8, progress=False)
     assert np.allclose(out["eval"], direct_eval, atol=1e-3)
-    assert out["eval_ids"].columns == ["path", "label", "split", "sha256"]
+    assert out["eval_ids"].columns == ["path", "label", "class_name", "split", "sha256"]
     assert out["eval_ids"]["sha256"].to_list() == [sha256_file(eval_dir / q) for q in ev]
 
 

@@ -75,7 +75,6 @@ def test_dedup_suite_pass_and_leak(tmp_path):
     )
     params = _params(
         dedup={"decontam_threshold": 0.95, "min_kept_fraction": 0.5},
-        paths={"eval_dir": str(tmp_path)},
     )
     assert dedup_suite(_kept([0.5, 0.9]), removed, eval_ids, 3, params).success
     leak = dedup_suite(_kept([0.5, 0.96]), removed, eval_ids, 3, params)
@@ -97,17 +96,18 @@ def test_curated_suite_caps_size_and_quarantine(manifest, digits_pool):
         cluster={"levels": [4]},
         curate={"target_size": 20, "min_cluster_entropy": 0.9},
     )
-    assert curated_suite(cur, manifest, {"top_level_cap": 5}, params).success
+    stats = {"levels": [4], "target_size": 20}  # as the curate stage records them
+    assert curated_suite(cur, manifest, {**stats, "top_level_cap": 5}, params).success
     # cap violated + wrong size + a quarantined, unreadable file slipped in
     q = manifest.filter(pl.col("status") == "quarantined").head(1).select("path", "sha256")
     bad = pl.concat([cur, q.with_columns(pl.lit(0, pl.Int64).alias("cluster_l0"))])
-    r = curated_suite(bad, manifest, {"top_level_cap": 4}, params)
+    r = curated_suite(bad, manifest, {**stats, "top_level_cap": 4}, params)
     failed = _failed(r)
     assert ("curated", "expect_table_row_count_to_equal") in failed
     assert ("status_in_manifest", "expect_column_values_to_be_in_set") in failed
     assert ("top_level_counts", "expect_column_max_to_be_between") in failed
     skewed = cur.with_columns(pl.Series("cluster_l0", [0] * 19 + [1]))
-    r = curated_suite(skewed, manifest, {"top_level_cap": 20}, params)
+    r = curated_suite(skewed, manifest, {**stats, "top_level_cap": 20}, params)
     assert _failed(r) == {("top_level_entropy", "expect_column_values_to_be_between")}
 
 
@@ -118,3 +118,7 @@ def test_training_suite():
     assert len(training_suite(collapsed, "t").failures()) == 2
     nan = {**good, "final_loss": float("nan")}
     assert not training_suite(nan, "t").success
+    # no labels: the kNN probe did not run; the suite skips it instead of comparing 0 to 0
+    unprobed = {**good, "knn_top1": 0.0, "chance": 0.0, "knn_probed": False}
+    assert training_suite(unprobed, "t").success
+    assert not training_suite({**unprobed, "knn_probed": True}, "t").success
