@@ -171,6 +171,7 @@ class CurateConfig(_Section):
         if self.target_size != "auto" and self.target_size <= 0:
             raise ValueError(f"target_size must be > 0 or auto, got {self.target_size}")
         return self
+
     strategy: Literal["random", "closest"] = "random"
     min_cluster_entropy: float = Field(0.8, ge=0.0, le=1.0, description="normalised, 0..1")
     seed: int = 0
@@ -341,6 +342,17 @@ class Params(_Section):
     distill: DistillConfig = DistillConfig()
     eval: EvalConfig = EvalConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _labels_default(cls, raw: Any) -> Any:
+        """A user pool without ``paths.labels`` looks for labels in data/labels, not in the
+        demo's eval folder."""
+        if isinstance(raw, dict) and (raw.get("data") or {}).get("source", "demo") != "demo":
+            paths = dict(raw.get("paths") or {})
+            paths.setdefault("labels", NO_LABELS_DIR)
+            raw = {**raw, "paths": paths}
+        return raw
+
 
 class ConfigError(ValueError):
     """A params file that can't be used; the message names the file and the key."""
@@ -405,11 +417,10 @@ def check_paths(params: Params, root: Path, source: str | Path = "params.yaml") 
         return
     pool = resolved(p.pool)
     if src == "parquet" and pool.suffix != ".parquet":
-        raise ConfigError(f"{source}: data.source is parquet but paths.pool {p.pool!r} is not "
-                          "a .parquet file")
-    outputs = {
-        k: resolved(v) for k, v in p.model_dump().items() if k not in ("pool", "labels")
-    }
+        raise ConfigError(
+            f"{source}: data.source is parquet but paths.pool {p.pool!r} is not a .parquet file"
+        )
+    outputs = {k: resolved(v) for k, v in p.model_dump().items() if k not in ("pool", "labels")}
     outputs["demo builder (data/demo)"] = resolved(str(Path(DEMO_POOL).parent))
     outputs["caches (data/.cache)"] = resolved(str(Path(p.embeddings_dir).parent / ".cache"))
     for key, value in (("paths.pool", pool), ("paths.labels", resolved(p.labels))):

@@ -48,7 +48,9 @@ def _observe_pool(runner: StageRunner) -> dg.MaterializeResult:
         "listing_sha256": desc["listing_sha256"],
         "written": "never: the pool is read-only to every stage",
     }
-    return dg.MaterializeResult(metadata=md, data_version=dg.DataVersion(desc["listing_sha256"][:16]))
+    return dg.MaterializeResult(
+        metadata=md, data_version=dg.DataVersion(desc["listing_sha256"][:16])
+    )
 
 
 def _make_asset(spec: StageSpec) -> dg.AssetsDefinition:

@@ -54,7 +54,11 @@ class Labels:
 def read_labels_file(path: Path) -> pl.DataFrame:
     """(path, label) rows of a CSV or parquet file, labels as strings; clear errors."""
     try:
-        df = pl.read_csv(path, infer_schema=False) if path.suffix == ".csv" else pl.read_parquet(path)
+        df = (
+            pl.read_csv(path, infer_schema=False)
+            if path.suffix == ".csv"
+            else pl.read_parquet(path)
+        )
     except (OSError, pl.exceptions.PolarsError) as e:
         raise LabelsError(f"{path}: can't read the labels file: {e}") from e
     missing = {"path", "label"} - set(df.columns)
@@ -63,7 +67,9 @@ def read_labels_file(path: Path) -> pl.DataFrame:
             f"{path}: a labels file needs columns 'path' (relative to the pool) and 'label'; "
             f"missing {sorted(missing)}, found {df.columns}"
         )
-    return check_label_rows(df.select(pl.col("path").cast(pl.String), pl.col("label").cast(pl.String)), str(path))
+    return check_label_rows(
+        df.select(pl.col("path").cast(pl.String), pl.col("label").cast(pl.String)), str(path)
+    )
 
 
 def check_label_rows(df: pl.DataFrame, where: str) -> pl.DataFrame:
@@ -134,8 +140,9 @@ def find_labels(mode: str, labels_path: Path, pool: Path, ok_paths: list[str]) -
         names = pl.read_parquet_schema(pool)
         if "label" in names:
             col = pl.read_parquet(pool, columns=["label"])["label"].cast(pl.String)
-            df = pl.DataFrame({"path": [f"{pool.name}{PARQUET_SEP}{i}" for i in range(len(col))],
-                               "label": col}).filter(pl.col("label").is_not_null())
+            df = pl.DataFrame(
+                {"path": [f"{pool.name}{PARQUET_SEP}{i}" for i in range(len(col))], "label": col}
+            ).filter(pl.col("label").is_not_null())
             return Labels("parquet_column", f"'label' column of {pool}", pool=df)
     df = folder_labels(ok_paths)
     if df is not None:
@@ -146,8 +153,11 @@ def find_labels(mode: str, labels_path: Path, pool: Path, ok_paths: list[str]) -
             "if these folders are not classes",
             pool=df,
         )
-    return Labels("none", f"no labels found (no eval set or labels file at {labels_path}, no "
-                  "class folders in the pool): label-based metrics are skipped")
+    return Labels(
+        "none",
+        f"no labels found (no eval set or labels file at {labels_path}, no "
+        "class folders in the pool): label-based metrics are skipped",
+    )
 
 
 def class_index(labels: pl.Series) -> tuple[pl.Series, list[str]]:

@@ -8,11 +8,8 @@ evidence instead (cluster balance, feature health).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import polars as pl
-
 
 
 def _dist(labels: np.ndarray, n: int) -> dict:

@@ -219,7 +219,9 @@ def training_suite(summary: dict, name: str) -> SuiteResult:
         g.ExpectColumnValuesToBeBetween(column="feature_std", min_value=1e-4),
     ]
     if summary.get("knn_probed", True):
-        checks.append(g.ExpectColumnPairValuesAToBeGreaterThanB(column_A="knn_top1", column_B="chance"))
+        checks.append(
+            g.ExpectColumnPairValuesAToBeGreaterThanB(column_A="knn_top1", column_B="chance")
+        )
     return validate(name, [Batch("summary", row, checks)])
 
 

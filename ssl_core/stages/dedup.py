@@ -13,6 +13,7 @@ import polars as pl
 
 from ssl_core.config import Params
 from ssl_core.curation.dedup import decontaminate, near_duplicates
+from ssl_core.data.eval_set import training_candidates
 from ssl_core.stages.common import StageRun
 from ssl_core.stages.ingest import MANIFEST
 from ssl_core.utils.atomic import atomic_dir
@@ -76,9 +77,9 @@ def run(params: Params, progress: bool = True) -> dict:
     removed = pl.concat([f.cast(REMOVED_SCHEMA) for f in (exact, removed_near, removed_cont)]).sort(
         "path"
     )
-    n_in = int((manifest["status"] == "ok").sum())
+    n_in = training_candidates(params, manifest).height
     stats = {
-        "input_ok_rows": n_in,
+        "training_candidates": n_in,
         "kept": kept.height,
         "kept_fraction": kept.height / max(n_in, 1),
         "removed_exact": exact.height,

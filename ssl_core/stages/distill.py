@@ -6,8 +6,8 @@ from pathlib import Path
 
 import polars as pl
 
-from ssl_core.config import Params
 from ssl_core import sizing
+from ssl_core.config import Params
 from ssl_core.data.eval_set import load_eval_set
 from ssl_core.eval.probe import make_knn_probe
 from ssl_core.stages.common import StageRun

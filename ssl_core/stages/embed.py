@@ -17,7 +17,7 @@ import polars as pl
 from ssl_core.config import Params
 from ssl_core.curation.embed import make_embedder, model_hash
 from ssl_core.curation.embed_cache import EmbeddingCache, embed_with_cache
-from ssl_core.data.eval_set import EVAL_SET, load_eval_set
+from ssl_core.data.eval_set import EVAL_SET, load_eval_set, training_candidates
 from ssl_core.stages.common import StageRun
 from ssl_core.stages.ingest import MANIFEST
 from ssl_core.utils.atomic import atomic_dir, write_json
@@ -33,11 +33,9 @@ def run(params: Params, progress: bool = True) -> dict:
     st = StageRun("embed", params, ("embed",), seed=cfg.seed)
     manifest_path = Path(params.paths.manifest_dir) / MANIFEST
     manifest = pl.read_parquet(manifest_path)
-    pool_rows = manifest.filter((pl.col("status") == "ok") & pl.col("duplicate_of").is_null())
+    # eval images drawn from the pool never train a model
+    pool_rows = training_candidates(params, manifest).filter(pl.col("duplicate_of").is_null())
     evset = load_eval_set(params)
-    if evset is not None and evset.root == Path(params.paths.pool):
-        # eval images drawn from the pool never train a model
-        pool_rows = pool_rows.join(evset.table.select("path"), on="path", how="anti")
     eval_rows = evset.table if evset is not None else None
     embedder = make_embedder(cfg.model, cfg.image_size, seed=cfg.seed)
     mhash = model_hash(embedder)

@@ -73,8 +73,10 @@ def _cluster_balance(params: Params, curated: pl.DataFrame) -> tuple[dict, dict,
         name, col = f"level {lv} ({k} clusters)", level_col(lv)
         before[name] = np.bincount(table[col].to_numpy(), minlength=k)
         after[name] = np.bincount(curated[col].to_numpy(), minlength=k)
-        balance[name] = {"before": fh.cluster_balance(before[name]),
-                         "after": fh.cluster_balance(after[name])}
+        balance[name] = {
+            "before": fh.cluster_balance(before[name]),
+            "after": fh.cluster_balance(after[name]),
+        }
     return before, after, balance
 
 

@@ -7,7 +7,6 @@ unless ``data.source`` is ``demo``: a user's pool is never an output of this (or
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 
 from ssl_core.config import DEMO_LABELS, DEMO_POOL, ConfigError, Params
 from ssl_core.data.demo_pool import build_demo

@@ -72,7 +72,12 @@ def main(argv: list[str] | None = None) -> dict:
         name = a.student or params.distill.students[0]
         summary = distill_student(
             sizing.resolve_epochs(params.distill, len(paths), sizing.STUDENT_IMAGES, "distill"),
-            name, a.teacher_dir, a.root, paths, a.out, **common
+            name,
+            a.teacher_dir,
+            a.root,
+            paths,
+            a.out,
+            **common,
         )
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, sort_keys=True))

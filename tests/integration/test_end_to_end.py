@@ -80,7 +80,7 @@ def test_whole_graph_dagster_then_dvc(tmp_path):
     status = run([dvc_bin(), "status", "--json"], project)
     changed = set(json.loads(status))
     assert "curate" in changed
-    assert not changed & {"import_demo", "ingest", "embed", "dedup", "cluster"}
+    assert not changed & {"demo/dvc.yaml:import_demo", "ingest", "embed", "dedup", "cluster"}
 
 
 def test_failing_gx_check_blocks_downstream(tmp_path):

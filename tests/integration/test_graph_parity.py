@@ -5,7 +5,7 @@ from pathlib import Path
 import yaml
 
 from orchestration.definitions import defs as load_defs
-from orchestration.graph import GRAPH
+from orchestration.graph import GRAPH, PIPELINE_FILES
 from ssl_core.config import load_params
 
 REPO = Path(__file__).resolve().parents[2]
@@ -17,10 +17,27 @@ def _render(value: str, paths: dict) -> str:
     return value
 
 
+def _all_stages() -> dict[str, dict]:
+    """Every stage of every pipeline file, named as DVC names them (``dir/dvc.yaml:name``)."""
+    stages = {}
+    for f in PIPELINE_FILES:
+        for name, st in yaml.safe_load((REPO / f).read_text())["stages"].items():
+            stages[name if f == "dvc.yaml" else f"{f}:{name}"] = st
+    return stages
+
+
+def _producer(dep: str, producer: dict[str, str]) -> str | None:
+    """The stage whose output is ``dep`` or contains it (DVC links deps inside outputs)."""
+    for out, name in producer.items():
+        if dep == out or dep.startswith(out.rstrip("/") + "/"):
+            return name
+    return None
+
+
 def _dvc_graph() -> tuple[dict[str, set[str]], dict[str, str]]:
     """Stage → upstream stages (from deps/outs), with check stages folded into their asset."""
     paths = load_params(REPO / "params.yaml").paths.model_dump()
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    stages = _all_stages()
     producer: dict[str, str] = {}
     for name, st in stages.items():
         for out in st.get("outs", []):
@@ -33,7 +50,7 @@ def _dvc_graph() -> tuple[dict[str, set[str]], dict[str, str]]:
             continue
         ups = set()
         for dep in st.get("deps", []):
-            up = producer.get(_render(dep, paths))
+            up = _producer(_render(dep, paths), producer)
             if up:
                 ups.add(checked.get(up, up))
         edges[name] = ups
@@ -54,7 +71,7 @@ def test_same_stages_and_edges():
 
 
 def test_every_check_stage_gates_downstream_and_is_a_blocking_asset_check():
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    stages = _all_stages()
     d = load_defs()
     checks = {
         k.name: k.asset_key.to_user_string() for k in d.resolve_asset_graph().asset_check_keys
@@ -79,8 +96,20 @@ def test_every_check_stage_gates_downstream_and_is_a_blocking_asset_check():
 
 
 def test_stage_commands_are_the_cli():
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    stages = _all_stages()
     for spec in GRAPH:
         assert stages[spec.dvc_stage]["cmd"] == "sslops " + " ".join(spec.cli)
         if spec.check:
             assert stages[spec.check_stage]["cmd"] == f"sslops check {spec.check}"
+
+
+def test_demo_builder_writes_only_its_own_folders():
+    """The demo stage's outputs are the fixed demo folders, never ``${paths.pool}``; no stage
+    of any pipeline file has the pool or the labels as an output."""
+    from ssl_core.config import DEMO_LABELS, DEMO_POOL
+
+    demo = _all_stages()["demo/dvc.yaml:import_demo"]
+    assert demo["outs"] == [DEMO_POOL, DEMO_LABELS]
+    for name, st in _all_stages().items():
+        outs = [next(iter(o)) if isinstance(o, dict) else o for o in st.get("outs", [])]
+        assert not {"${paths.pool}", "${paths.labels}"} & set(outs), name
