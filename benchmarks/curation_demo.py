@@ -37,7 +37,7 @@ from ssl_core.curation import metrics as M  # noqa: E402
 from ssl_core.curation.embed import embed_paths, make_embedder  # noqa: E402
 from ssl_core.curation.hkmeans import hierarchical_kmeans  # noqa: E402
 from ssl_core.curation.sampling import balanced_sample  # noqa: E402
-from ssl_core.data.demo_pool import POOL_LABELS  # noqa: E402
+from ssl_core.data.labels import POOL_LABELS  # noqa: E402
 from ssl_core.utils.atomic import write_json  # noqa: E402
 
 FIELDS = ("covered", "largest_share", "entropy_normalised", "max_min_ratio")
@@ -68,7 +68,7 @@ def main() -> None:
     args = ap.parse_args()
     params = load_params(args.params)
     kept_path = Path(params.paths.dedup_dir) / "kept.parquet"
-    labels_path = Path(params.paths.eval_dir) / POOL_LABELS
+    labels_path = Path(params.paths.labels) / POOL_LABELS
     for p in (kept_path, labels_path):
         if not p.exists():
             raise SystemExit(f"{p} is missing: run `make demo` first (demo pool only)")

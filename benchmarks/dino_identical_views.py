@@ -27,6 +27,7 @@ import torch  # noqa: E402
 
 from ssl_core.config import TrainConfig, load_params, parse_overrides  # noqa: E402
 from ssl_core.data.augment import IdenticalViews  # noqa: E402
+from ssl_core.data.eval_set import load_eval_set  # noqa: E402
 from ssl_core.eval.probe import sample_eval_images  # noqa: E402
 from ssl_core.models.param_groups import param_groups  # noqa: E402
 from ssl_core.train.schedules import build_schedules  # noqa: E402
@@ -50,7 +51,7 @@ def main() -> None:
         raise SystemExit(str(e)) from None
     cfg = TrainConfig.model_validate({**params.train.model_dump(), **upd})
     torch.set_num_threads(cfg.num_threads or 1)
-    x = sample_eval_images(params.paths.eval_dir, cfg.image_size, args.batch)
+    x = sample_eval_images(load_eval_set(params), cfg.image_size, args.batch)
 
     model = build_teacher_model(cfg).train()
     opt = torch.optim.AdamW(
@@ -59,7 +60,8 @@ def main() -> None:
         )
     )
     losses = Losses(cfg.out_dim, cfg.student_temp, cfg.centering)
-    sched = build_schedules(cfg, args.steps / cfg.epochs, args.steps)
+    epochs = cfg.epochs if isinstance(cfg.epochs, int) else 1  # auto: one pass of --steps
+    sched = build_schedules(cfg, args.steps / epochs, args.steps)
     aug, g = IdenticalViews(model.student.backbone.patch_size), torch.Generator().manual_seed(0)
     print(f"overrides {upd}; log K = {math.log(cfg.out_dim):.3f}")
     for i in range(args.steps):

@@ -26,13 +26,14 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from ssl_core.config import load_params  # noqa: E402
+from ssl_core.data.eval_set import load_eval_set  # noqa: E402
 from ssl_core.eval.head_diagnostics import head_diagnostics  # noqa: E402
 from ssl_core.eval.probe import sample_eval_images  # noqa: E402
 from ssl_core.train.distill import load_teacher  # noqa: E402
 from ssl_core.utils.atomic import write_json, write_text  # noqa: E402
 
 
-def _row(name: str, eval_dir: str, n: int) -> dict:
+def _row(name: str, eval_set, n: int) -> dict:
     run = ROOT / "benchmarks" / "runs" / name
     net, cfg = load_teacher(run)
     size = cfg["train"]["image_size"]
@@ -42,7 +43,7 @@ def _row(name: str, eval_dir: str, n: int) -> dict:
         "name": name,
         "overrides": knn.get("overrides", {}),
         "curve": [(p["step"], p["knn_top1"]) for p in knn.get("curve", [])],
-        "diagnostics": head_diagnostics(net, sample_eval_images(eval_dir, size, n)),
+        "diagnostics": head_diagnostics(net, sample_eval_images(eval_set, size, n)),
     }
 
 
@@ -91,8 +92,8 @@ def main() -> None:
     ap.add_argument("--notes", type=Path, help="markdown file appended under the table")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    eval_dir = load_params(args.params).paths.eval_dir
-    rows = [_row(n, eval_dir, args.n_images) for n in args.names]
+    eval_set = load_eval_set(load_params(args.params))  # written by `sslops ingest`
+    rows = [_row(n, eval_set, args.n_images) for n in args.names]
     meta = {
         "command": "python benchmarks/teacher_head.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, CPU",

@@ -36,8 +36,10 @@ sys.path.insert(0, str(ROOT))
 
 import polars as pl  # noqa: E402
 
+from ssl_core import sizing  # noqa: E402
 from ssl_core.config import TrainConfig, load_params, parse_overrides  # noqa: E402
 from ssl_core.curation.embed import PixelEmbedder  # noqa: E402
+from ssl_core.data.eval_set import load_eval_set  # noqa: E402
 from ssl_core.eval.probe import knn_eval, make_knn_probe  # noqa: E402
 from ssl_core.stages.curate import CURATED  # noqa: E402
 from ssl_core.train.teacher import train_teacher  # noqa: E402
@@ -115,9 +117,10 @@ def main() -> None:
     if not train_file.exists():
         raise SystemExit(f"{train_file} is missing: run `make demo` (or the pipeline) first")
     paths = pl.read_parquet(train_file)["path"].to_list()
-    eval_dir, temp = params.paths.eval_dir, params.eval.temperature
+    cfg = sizing.resolve_epochs(cfg, len(paths), sizing.TEACHER_IMAGES, "train")
+    eval_set, temp = load_eval_set(params), params.eval.temperature  # written by `sslops ingest`
 
-    raw = knn_eval(PixelEmbedder(params.embed.image_size), eval_dir, ks=(K,), temperature=temp)
+    raw = knn_eval(PixelEmbedder(params.embed.image_size), eval_set, ks=(K,), temperature=temp)
     out = ROOT / "benchmarks" / "runs" / args.name
     t0 = time.perf_counter()
     summary = train_teacher(
@@ -125,7 +128,7 @@ def main() -> None:
         Path(params.paths.pool),
         paths,
         out,
-        knn_probe=make_knn_probe(eval_dir, cfg.image_size, k=K, temperature=temp),
+        knn_probe=make_knn_probe(eval_set, cfg.image_size, k=K, temperature=temp),
         resume=True,
         progress=not args.quiet,
     )
@@ -151,7 +154,7 @@ def main() -> None:
         "wall_s": wall,
         "n_train": len(paths),
         "train_set": args.train_set,
-        "eval_dir": eval_dir,
+        "eval_dir": str(eval_set.root),
         "temperature": temp,
         "pixel_size": params.embed.image_size,
         "overrides": overrides,
