@@ -63,11 +63,6 @@ def auto_epochs(n_images: int, images_to_see: int) -> int:
     return max(1, math.ceil(images_to_see / max(n_images, 1) - 0.5))
 
 
-def resolve(value: object, auto_value: object) -> object:
-    """``auto_value`` when ``value`` is ``"auto"``, else ``value`` (an explicit setting)."""
-    return auto_value if value == AUTO else value
-
-
 def rules_text() -> str:
     """The rules in one paragraph, for logs and ``sslops use-folder``."""
     return (
@@ -95,14 +90,18 @@ def resolve_epochs(cfg: Any, n_images: int, images_to_see: int, section: str) ->
 
 
 def resolve_levels(value: list[int] | str, n_points: int) -> list[int]:
-    levels = resolve(value, None) or auto_levels(n_points)
-    if value == AUTO:
-        log.info("cluster.levels: auto -> %s (%d deduplicated images)", levels, n_points)
-    return list(levels)
+    """``cluster.levels`` as set, or :func:`auto_levels` (logged) when it is ``auto``."""
+    if value != AUTO:
+        return list(value)
+    levels = auto_levels(n_points)
+    log.info("cluster.levels: auto -> %s (%d deduplicated images)", levels, n_points)
+    return levels
 
 
 def resolve_target_size(value: int | str, n_points: int) -> int:
-    size = auto_target_size(n_points) if value == AUTO else int(value)
-    if value == AUTO:
-        log.info("curate.target_size: auto -> %d (%d deduplicated images)", size, n_points)
+    """``curate.target_size`` as set, or :func:`auto_target_size` (logged) when ``auto``."""
+    if value != AUTO:
+        return int(value)
+    size = auto_target_size(n_points)
+    log.info("curate.target_size: auto -> %d (%d deduplicated images)", size, n_points)
     return size

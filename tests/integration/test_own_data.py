@@ -62,6 +62,7 @@ def test_unlabelled_folder_outside_project_through_dagster(tmp_path):
     curated = json.loads((project / "data/curated/lineage.json").read_text())["stats"]
     assert curated["levels"] == [8] and curated["target_size"] == curated["selected"]
     assert "Data and pipelines are up to date" in run([dvc_bin(), "status", "dvc.yaml"], project)
+    assert "Running stage" not in run([dvc_bin(), "repro"], project)  # DVC agrees: nothing to do
     assert fingerprint(pool) == before
 
 

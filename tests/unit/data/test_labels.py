@@ -103,3 +103,34 @@ def test_labels_file_paths_outside_the_pool_are_refused(tmp_path):
     with pytest.raises(LabelsError, match="1 labelled paths are not files of the pool"):
         build_eval_set(params, manifest)
     assert Path(labels).read_text().startswith("path,label")
+
+
+def test_parquet_pool_with_label_column_gives_an_eval_set(tmp_path, monkeypatch):
+    """A parquet pool (``image`` bytes + ``label``) through ``ingest``: the eval set is drawn
+    from it, read back through the ``file.parquet::row`` paths, and the parquet is untouched."""
+    import numpy as np
+
+    from ssl_core.config import load_params
+    from ssl_core.data.eval_set import load_eval_set, training_candidates
+    from ssl_core.data.images import read_bytes
+    from ssl_core.stages import ingest
+    from tests.conftest import png_bytes
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    imgs = [png_bytes(rng.integers(0, 255, (16, 16), dtype=np.uint8)) for _ in range(40)]
+    pool = tmp_path / "pool.parquet"
+    pl.DataFrame({"image": imgs, "label": ["a", "b"] * 20}).write_parquet(pool)
+    before = pool.read_bytes()
+    (tmp_path / "params.yaml").write_text(
+        "data: {source: parquet}\npaths: {pool: pool.parquet}\n"
+    )
+    params = load_params(tmp_path / "params.yaml")
+    stats = ingest.run(params, progress=False)
+    assert stats["labels"] == "parquet_column" and stats["classes"] == 2
+    ev = load_eval_set(params)
+    assert ev is not None and ev.table.height == 8  # 20 % of 20 per class
+    assert read_bytes(ev.root, ev.query["path"][0])[:4] == b"\x89PNG"
+    manifest = pl.read_parquet(tmp_path / "data/manifest/raw_manifest.parquet")
+    assert training_candidates(params, manifest).height == 32
+    assert pool.read_bytes() == before
