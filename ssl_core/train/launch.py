@@ -3,18 +3,18 @@
 Single process (CPU or one GPU)::
 
     python -m ssl_core.train.launch --params params.yaml --role teacher \\
-        --root data/raw --paths-file data/curated/curated.parquet --out data/teacher
+        --root data/demo/pool --paths-file data/curated/curated.parquet --out data/teacher
 
 Two processes on one machine (DDP; gloo on CPU, nccl on GPU)::
 
     torchrun --standalone --nproc_per_node 2 -m ssl_core.train.launch --params params.yaml \\
-        --role teacher --root data/raw --paths-file data/curated/curated.parquet \\
+        --role teacher --root data/demo/pool --paths-file data/curated/curated.parquet \\
         --out data/teacher
 
 Student distillation from a finished teacher::
 
     python -m ssl_core.train.launch --params params.yaml --role student \\
-        --student tiny_student --teacher-dir data/teacher --root data/raw \\
+        --student tiny_student --teacher-dir data/teacher --root data/demo/pool \\
         --paths-file data/curated/curated.parquet --out data/students/tiny_student
 
 ``--paths-file`` is a parquet with a ``path`` column (relative to ``--root``). Rank 0 prints the
