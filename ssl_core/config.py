@@ -236,7 +236,9 @@ class _RecipeConfig(_Section):
     koleo_weight: float = Field(0.1, ge=0, description="KoLeo weight on student global CLS")
     grad_clip: float = Field(3.0, gt=0, description="max global grad norm")
     packed: Literal["auto", "true", "false"] = Field(
-        "auto", description="sequence packing of crops; auto: packed on CUDA, naive on CPU"
+        "auto",
+        description="sequence packing of crops; auto: naive until benchmarks/gpu_check.py shows "
+        "packing faster on a GPU; true: packed (flex_attention block skipping on CUDA)",
     )
     checkpoint_every: int = Field(200, gt=0, description="steps between checkpoints")
     log_every: int = Field(10, gt=0, description="steps between metrics.jsonl lines")

@@ -1,12 +1,49 @@
-"""Multi-head self-attention on top of ``torch.nn.functional.scaled_dot_product_attention``.
+"""Multi-head self-attention on ``scaled_dot_product_attention`` or ``flex_attention``.
 
-Parameter names (``qkv``, ``proj``) match the official DINOv2 layout.
+Parameter names (``qkv``, ``proj``) match the official DINOv2 layout. A tensor mask (or none) runs
+SDPA; a ``flex_attention`` :class:`BlockMask` (block-skipping sequence packing, see
+``ssl_core.models.packing``) runs ``flex_attention``: on CUDA through one ``torch.compile``d
+function cached in this module (eager ``flex_attention`` if compiling fails, with a warning), on
+other devices eagerly (a reference implementation that computes the full scores; torch 2.13
+refuses its backward on CPU).
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+_compiled_flex: Callable[..., Tensor] | None = None  # torch.compile(flex_attention), lazily
+_compile_failed = False
+
+
+def flex_usable(device: torch.device) -> bool:
+    """Whether ``flex_attention`` skips masked blocks on ``device``: CUDA (compiled kernels) only."""
+    return device.type == "cuda"
+
+
+def _flex(q: Tensor, k: Tensor, v: Tensor, block_mask: BlockMask) -> Tensor:
+    """``flex_attention``, compiled once on CUDA (eager on failure, elsewhere, or when traced)."""
+    global _compiled_flex, _compile_failed
+    if not flex_usable(q.device) or _compile_failed or torch.compiler.is_compiling():
+        return flex_attention(q, k, v, block_mask=block_mask)  # type: ignore[return-value]
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+    try:
+        return _compiled_flex(q, k, v, block_mask=block_mask)
+    except Exception as err:  # inductor / triton failures have no common type
+        _compile_failed = True
+        warnings.warn(
+            f"torch.compile(flex_attention) failed ({err!r}); using eager flex_attention",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return flex_attention(q, k, v, block_mask=block_mask)  # type: ignore[return-value]
 
 
 class Attention(nn.Module):
@@ -29,13 +66,14 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, attn_mask: Tensor | BlockMask | None = None) -> Tensor:
         """Attend over the token sequence.
 
         Args:
             x: Tokens, (B, N, D).
-            attn_mask: Optional mask broadcastable to (B, heads, N, N). Boolean: True means
-                "may attend"; float: added to the attention logits.
+            attn_mask: Optional mask. A tensor broadcastable to (B, heads, N, N) goes to SDPA
+                (boolean: True means "may attend"; float: added to the logits); a BlockMask of
+                shape (1 or B, 1 or heads, N, N) goes to ``flex_attention``.
 
         Returns:
             Tensor of shape (B, N, D).
@@ -44,6 +82,9 @@ class Attention(nn.Module):
         h = self.num_heads
         qkv = self.qkv(x).reshape(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)  # (3, B, H, N, Dh)
         q, k, v = qkv.unbind(0)  # each (B, H, N, Dh)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, N, Dh)
+        if isinstance(attn_mask, BlockMask):
+            out = _flex(q, k, v, attn_mask)  # (B, H, N, Dh)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, N, Dh)
         out = out.transpose(1, 2).reshape(b, n, d)  # (B, N, D)
         return self.proj(out)

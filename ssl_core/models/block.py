@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from torch import Tensor, nn
+from torch.nn.attention.flex_attention import BlockMask
 
 from ssl_core.models.attention import Attention
 from ssl_core.models.drop_path import drop_add_residual_stochastic_depth
@@ -49,17 +50,20 @@ class Block(nn.Module):
         )
         self.drop_path = drop_path
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, attn_mask: Tensor | BlockMask | None = None) -> Tensor:
         """Run the block.
 
         Args:
             x: Tokens, (B, N, D).
-            attn_mask: Optional attention mask, (N, N) or (B or 1, heads or 1, N, N).
+            attn_mask: Optional attention mask: a tensor (N, N) or (B or 1, heads or 1, N, N),
+                or a ``flex_attention`` BlockMask broadcast over the batch (B = 1).
 
         Returns:
             Tensor of shape (B, N, D).
         """
-        per_sample_mask = attn_mask is not None and attn_mask.ndim == 4 and attn_mask.shape[0] > 1
+        per_sample_mask = (
+            isinstance(attn_mask, Tensor) and attn_mask.ndim == 4 and attn_mask.shape[0] > 1
+        )
 
         def attn_res(t: Tensor, index: Tensor | None = None) -> Tensor:
             m = attn_mask[index] if (per_sample_mask and index is not None) else attn_mask

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ssl_core.models.block import NORM_EPS, Block
 from ssl_core.models.layerscale import LayerScale
 from ssl_core.models.mlp import Mlp, SwiGLUFFN
-from ssl_core.models.packing import pack, unpack
+from ssl_core.models.packing import pack, resolve_packed_attention, unpack
 from ssl_core.models.patch_embed import PatchEmbed
 from ssl_core.models.vit_config import ViTConfig
 
@@ -176,21 +176,30 @@ class VisionTransformer(nn.Module):
         self,
         xs: Sequence[Tensor],
         masks_list: Sequence[Tensor | None] | None = None,
-        packed: bool = False,
+        packed: bool | str = False,
     ) -> list[dict[str, Any]]:
         """Multi-crop forward: one output dict per input tensor.
 
         ``packed=False`` runs one forward per resolution (inputs of equal H, W are concatenated
-        along the batch). ``packed=True`` runs every crop in one forward: token sequences are
-        concatenated along the sequence axis with a block-diagonal attention mask (see
-        ``ssl_core.models.packing``). Both give the same result up to float rounding. With
-        drop-path active they differ: the naive path drops samples per resolution group, the
-        packed path drops whole packed rows (all crops of gcd(B_i)-strided images together).
+        along the batch). A packed forward runs every crop in one forward: token sequences are
+        concatenated along the sequence axis and a block-diagonal mask keeps each image to its
+        own tokens (see ``ssl_core.models.packing``):
+
+        - ``"flex"``: ``flex_attention`` with a BlockMask, whose kernels skip the tiles that hold
+          no same-image pair (compiled on CUDA; eager elsewhere, where torch 2.13 has no CPU
+          backward and the eager reference computes the full scores).
+        - ``"dense"``: SDPA with an (S, S) boolean mask; every kernel computes all S^2 scores.
+        - ``True``: ``"flex"`` on CUDA, else ``"dense"`` (explicit fallback: on CPU eager flex
+          skips nothing and cannot backpropagate).
+
+        All paths give the same result up to float rounding. With drop-path active they differ:
+        the naive path drops samples per resolution group, the packed paths drop whole packed
+        rows (all crops of gcd(B_i)-strided images together).
 
         Args:
             xs: Crops, each (B_i, C, H_i, W_i).
             masks_list: Optional bool masks (B_i, N_i) or None per crop tensor.
-            packed: Use sequence packing.
+            packed: ``False``, ``True``, ``"flex"`` or ``"dense"`` (above).
 
         Returns:
             List of :meth:`forward_features` dicts, aligned with ``xs``.
@@ -198,12 +207,13 @@ class VisionTransformer(nn.Module):
         masks_list = list(masks_list) if masks_list is not None else [None] * len(xs)
         if len(masks_list) != len(xs):
             raise ValueError(f"{len(xs)} inputs but {len(masks_list)} masks")
-        if packed:
+        mode = resolve_packed_attention(packed, xs[0].device) if len(xs) else None
+        if mode is not None:
             tokens = [
                 self.prepare_tokens_with_masks(x, m) for x, m in zip(xs, masks_list, strict=True)
             ]
             shapes = [(t.shape[0], t.shape[1]) for t in tokens]
-            t, attn_mask = pack(tokens)  # (G, S, D), (S, S)
+            t, attn_mask = pack(tokens, mask=mode)  # (G, S, D), (S, S) or BlockMask (1, 1, S, S)
             for blk in self.blocks:
                 t = blk(t, attn_mask=attn_mask)
             outs = unpack(t, shapes)

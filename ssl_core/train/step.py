@@ -8,9 +8,11 @@
     L = w_dino * DINO(P_s(all crops), P_t(globals)) + w_ibot * iBOT(masked patches)
         + w_koleo * sum_globals KoLeo(student CLS)
 
-Packing: on CUDA one packed forward saves kernel launches; on CPU the block-diagonal attention of
-a packed row does (sum of lengths)^2 work instead of sum(length^2) and measured no faster (see
-``ssl_core.train.trainer`` docstring), so ``packed="auto"`` means packed on CUDA only.
+Packing: one packed forward of all crops saves kernel launches. With a dense block-diagonal
+mask a packed row does (sum of lengths)^2 attention work instead of sum(length^2) and measured no
+faster on CPU; the block-skipping path (flex_attention ``BlockMask``, compiled, CUDA only) has
+not been measured on a GPU yet (``benchmarks/gpu_check.py`` does). So ``packed="auto"`` means
+naive everywhere until a measurement shows packing faster; ``packed="true"`` opts in.
 """
 
 from __future__ import annotations
@@ -36,11 +38,10 @@ __all__ = ["Losses", "resolve_packed", "softmax_entropies", "train_step"]
 
 
 def resolve_packed(packed: str | bool, device: torch.device) -> bool:
-    """``auto`` → packed on CUDA, naive (one forward per crop size) elsewhere."""
+    """``auto`` → naive (one forward per crop size) on every device until a GPU measurement shows
+    packing faster (module docstring); ``true`` → packed (flex on CUDA, dense mask elsewhere)."""
     if isinstance(packed, bool):
         return packed
-    if packed == "auto":
-        return device.type == "cuda"
     return packed == "true"
 
 
