@@ -14,8 +14,9 @@ Usage::
 ``--max-steps N`` squeezes the whole recipe (warm-ups, cosine schedules) into N steps; it is not
 the first N steps of the ``--epochs`` run.
 
-Writes ``benchmarks/results/teacher_knn_<name>.{json,md}``; checkpoints go to
-``benchmarks/runs/<name>/`` (git-ignored), so an interrupted run resumes where it stopped.
+Writes ``benchmarks/results/teacher_knn_<name>.{json,md}`` (``--out DIR``: into DIR);
+checkpoints go to ``benchmarks/runs/<name>/`` (git-ignored; ``--runs DIR``: DIR/<name>/), so an
+interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -105,6 +106,14 @@ def main() -> None:
         help="curated manifest (the pipeline's), or every image kept by dedup",
     )  # fmt: skip
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results",
+        help="folder for teacher_knn_<name>.{json,md} (default: benchmarks/results)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--runs", type=Path, default=ROOT / "benchmarks" / "runs",
+        help="folder of the run directories <runs>/<name>/ (default: benchmarks/runs)",
+    )  # fmt: skip
     args = ap.parse_args()
 
     params = load_params(args.params)
@@ -121,7 +130,7 @@ def main() -> None:
     eval_set, temp = load_eval_set(params), params.eval.temperature  # written by `sslops ingest`
 
     raw = knn_eval(PixelEmbedder(params.embed.image_size), eval_set, ks=(K,), temperature=temp)
-    out = ROOT / "benchmarks" / "runs" / args.name
+    out = args.runs / args.name
     t0 = time.perf_counter()
     summary = train_teacher(
         cfg,
@@ -164,7 +173,8 @@ def main() -> None:
         "final_knn": summary["knn_top1"],
         "summary": summary,
     }
-    dst = ROOT / "benchmarks" / "results"
+    dst = args.out
+    dst.mkdir(parents=True, exist_ok=True)
     write_json(dst / f"teacher_knn_{args.name}.json", res)
     (dst / f"teacher_knn_{args.name}.md").write_text(_md(res))
     print(_md(res))
