@@ -91,7 +91,10 @@ TARGET_VIEWS = 1_000_000  # image views (images x crops per image) the teacher s
 KNN_POINTS = 5  # kNN probes over the teacher run
 KNN_K = 20  # teacher_knn.py's (and the report's) kNN protocol
 MIN_CAP_S = 5.0  # a step with less budget left is skipped
-TINY_DEMO = {  # dry run: params.yaml overrides for a ~270-image demo pool
+# dry run: params.yaml overrides for a ~270-image demo pool. "demo" repeats
+# ssl_core.data.demo_pool.TINY_DEMO (a test keeps them equal): this orchestrator imports no
+# project module, so it starts and records the environment even where dependencies are missing.
+TINY_DEMO = {
     "demo": {
         "max_per_class": 60,
         "imbalance_ratio": 10,

@@ -25,6 +25,16 @@ from ssl_core.data.labels import EVAL_LABELS, POOL_LABELS
 
 SHARD_SIZE = 1000
 BROKEN_KINDS = ("truncated", "empty", "not_an_image", "garbage_jpeg")
+# A ~270-image demo (params.yaml ``demo:`` overrides) for tests and dry runs.
+TINY_DEMO = {
+    "max_per_class": 60,
+    "imbalance_ratio": 10,
+    "exact_duplicates": 10,
+    "near_duplicates": 10,
+    "broken_files": 4,
+    "eval_bank_per_class": 20,
+    "eval_query_per_class": 10,
+}
 
 
 def class_sizes(max_per_class: int, imbalance_ratio: float, n_classes: int = 10) -> list[int]:

@@ -10,18 +10,12 @@ from pathlib import Path
 
 import yaml
 
+from ssl_core.data.demo_pool import TINY_DEMO
+
 REPO = Path(__file__).resolve().parents[2]
 
 TINY = {
-    "demo": {
-        "max_per_class": 60,
-        "imbalance_ratio": 10,
-        "exact_duplicates": 10,
-        "near_duplicates": 10,
-        "broken_files": 4,
-        "eval_bank_per_class": 20,
-        "eval_query_per_class": 10,
-    },
+    "demo": TINY_DEMO,
     "cluster": {"levels": [12, 4], "n_resampling_steps": 1},
     "curate": {"target_size": 80, "min_cluster_entropy": 0.5},
     "train": {"epochs": 1, "max_steps": 3, "batch_size": 16},

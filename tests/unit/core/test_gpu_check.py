@@ -116,3 +116,9 @@ def test_run_capped_kills_at_cap(gc, tmp_path):
     p = gc.run_capped([sys.executable, "-c", "import sys; sys.exit('boom')"], 30, tmp_path / "l2")
     status, detail = gc.outcome(p, "x")
     assert status == "failed" and "boom" in detail and detail.startswith("x: exit 1")
+
+
+def test_dry_run_demo_matches_the_tests_tiny_demo(gc):
+    from ssl_core.data.demo_pool import TINY_DEMO
+
+    assert gc.TINY_DEMO["demo"] == TINY_DEMO
