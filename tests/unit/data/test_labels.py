@@ -122,9 +122,7 @@ def test_parquet_pool_with_label_column_gives_an_eval_set(tmp_path, monkeypatch)
     pool = tmp_path / "pool.parquet"
     pl.DataFrame({"image": imgs, "label": ["a", "b"] * 20}).write_parquet(pool)
     before = pool.read_bytes()
-    (tmp_path / "params.yaml").write_text(
-        "data: {source: parquet}\npaths: {pool: pool.parquet}\n"
-    )
+    (tmp_path / "params.yaml").write_text("data: {source: parquet}\npaths: {pool: pool.parquet}\n")
     params = load_params(tmp_path / "params.yaml")
     stats = ingest.run(params, progress=False)
     assert stats["labels"] == "parquet_column" and stats["classes"] == 2
