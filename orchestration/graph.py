@@ -103,7 +103,8 @@ GRAPH: tuple[StageSpec, ...] = (
         ("evaluate",),
         ("students", "teacher", "curated_dataset", "clusters", "dedup", "raw_manifest"),
         "reports_dir",
-        description="kNN of every model, curation diagnostics, report.md",
+        "report",
+        "kNN of every model, curation diagnostics, report.md",
     ),
 )
 

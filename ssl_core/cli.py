@@ -61,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("use-demo", help="point params.yaml back at the demo data")
     sub.add_parser("plan", help="print the data source, pool size and the auto sizes")
     chk = sub.add_parser("check", help="run a Great Expectations suite on a stage's outputs")
-    chk.add_argument("suite", choices=["manifest", "dedup", "curated", "teacher", "students"])
+    chk.add_argument(
+        "suite", choices=["manifest", "dedup", "curated", "teacher", "students", "report"]
+    )
     return p
 
 

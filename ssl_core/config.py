@@ -325,7 +325,14 @@ class DistillConfig(_RecipeConfig):
 
 
 class EvalConfig(_Section):
-    ks: list[int] = Field(default=[10, 20], min_length=1)
+    ks: list[int] = Field(default=[10, 20, 100, 200], min_length=1)
+    min_student_fraction: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="the report gate fails when a student's kNN top-1 (k=20) is below this "
+        "fraction of the teacher's",
+    )
     temperature: float = Field(0.07, gt=0)
     batch_size: int = Field(256, gt=0)
 

@@ -29,6 +29,50 @@ def _knn(metrics: dict) -> list[str]:
     return [*lines, ""]
 
 
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f} %"
+
+
+def _linear_retrieval(metrics: dict) -> list[str]:
+    """Linear probes (lr picked on a validation split of the bank) and retrieval, per model."""
+    if not metrics["labels"]:
+        return []
+    lines = [
+        "## Linear probes and retrieval (query side)",
+        "",
+        "Linear: top-1 of a linear classifier trained on cached bank features (the learning "
+        "rate picked on 20 % of the bank): on the CLS token, and for ViTs on DINOv2's input "
+        "(CLS of the last 4 blocks + average-pooled patch tokens). Retrieval: query images "
+        "ranked against the bank by cosine similarity.",
+        "",
+        "| model | linear CLS | linear CLS x4 + avgpool | recall@1 | recall@5 | mAP |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, lin in metrics["linear"].items():
+        r = metrics["retrieval"][name]
+        lines.append(
+            f"| {name} | {_pct(lin['cls']['top1'])} | "
+            f"{_pct(lin.get('cls4_avgpool', {}).get('top1'))} | {_pct(r['recall@1'])} | "
+            f"{_pct(r['recall@5'])} | {r['mAP']:.3f} |"
+        )
+    return [*lines, ""]
+
+
+def _cost(metrics: dict) -> list[str]:
+    lines = [
+        "## Cost",
+        "",
+        "| model | parameters (M) | GFLOPs / image | images/s (this machine, eval) |",
+        "|---|---|---|---|",
+    ]
+    for name, c in metrics.get("cost", {}).items():
+        lines.append(
+            f"| {name} | {c['params_m']:.2f} | {c['gflops_per_image']:.3f} | "
+            f"{c['images_per_s']:.0f} |"
+        )
+    return [*lines, ""]
+
+
 def _health(metrics: dict) -> list[str]:
     lines = [
         "## Feature health (label-free)",
@@ -103,7 +147,8 @@ def _curation(cur: dict) -> list[str]:
 
 
 def report_md(metrics: dict) -> str:
-    lines = ["# Evaluation report", "", *_knn(metrics), *_health(metrics), *_clusters(metrics)]
+    lines = ["# Evaluation report", "", *_knn(metrics), *_linear_retrieval(metrics)]
+    lines += [*_cost(metrics), *_health(metrics), *_clusters(metrics)]
     if metrics.get("curation"):
         lines += _curation(metrics["curation"])
     lines += [

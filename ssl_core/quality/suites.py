@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -227,3 +228,76 @@ def training_suite(summary: dict, name: str) -> SuiteResult:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def _numbers(obj: Any, prefix: str = "") -> list[tuple[str, float | None]]:
+    """Every numeric leaf of a nested metrics dict as (dotted name, value); histograms skipped."""
+    out: list[tuple[str, float | None]] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k != "hist":
+                out += _numbers(v, f"{prefix}{k}.")
+    elif isinstance(obj, bool) or obj is None:
+        pass
+    elif isinstance(obj, int | float):
+        out.append((prefix.rstrip("."), float(obj)))
+    return out
+
+
+GATE_K = "20"  # the kNN k the student gate compares (the smallest k when 20 was not measured)
+
+
+def _students_vs_teacher(metrics: dict, students: list[str]) -> tuple[str, pl.DataFrame]:
+    """(k, one row per student: its kNN top-1 over the teacher's; 0 when not measured)."""
+    teacher = metrics["knn"].get("teacher", {})
+    k = GATE_K if GATE_K in teacher else min(teacher, key=int, default=GATE_K)
+    ref = teacher.get(k, 0.0)
+    rows = [
+        {
+            "student": m,
+            "fraction_of_teacher": metrics["knn"].get(m, {}).get(k, 0.0) / max(ref, 1e-9),
+        }
+        for m in students
+    ]
+    schema = {"student": pl.String, "fraction_of_teacher": pl.Float64}
+    return k, pl.DataFrame(rows, schema=schema)
+
+
+def report_suite(metrics: dict, params: Params) -> SuiteResult:
+    """The evaluation gate: every model measured, no NaN or infinite metric, and (with labels)
+    every student keeps ``eval.min_student_fraction`` of the teacher's kNN top-1."""
+    g = expectations()
+    models = ["teacher", *(f"student_{s}" for s in params.distill.students)]
+    present = pl.DataFrame(
+        {"model": models, "measured": [m in metrics.get("feature_health", {}) for m in models]}
+    )
+    nums = pl.DataFrame(
+        _numbers(metrics), schema={"metric": pl.String, "value": pl.Float64}, orient="row"
+    ).with_columns(pl.col("value").is_finite().fill_null(False).alias("finite"))
+    batches = [
+        Batch(
+            "models", present, [g.ExpectColumnValuesToBeInSet(column="measured", value_set=[True])]
+        ),
+        Batch(
+            "numbers",
+            nums,
+            [
+                g.ExpectTableRowCountToBeBetween(min_value=1),
+                g.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
+            ],
+        ),
+    ]
+    if metrics.get("labels"):
+        k, rows = _students_vs_teacher(metrics, models[1:])
+        batches.append(
+            Batch(
+                f"students_vs_teacher_knn_k{k}",
+                rows,
+                [
+                    g.ExpectColumnValuesToBeBetween(
+                        column="fraction_of_teacher", min_value=params.eval.min_student_fraction
+                    ),
+                ],
+            )
+        )
+    return validate("report", batches)

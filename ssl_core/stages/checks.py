@@ -65,12 +65,19 @@ def _students(params: Params) -> SuiteResult:
     return SuiteResult("students", all(r.success for r in results), outcomes)
 
 
+def _report(params: Params) -> SuiteResult:
+    return suites.report_suite(
+        suites.read_json(Path(params.paths.reports_dir) / "metrics.json"), params
+    )
+
+
 CHECKS = {
     "manifest": _manifest,
     "dedup": _dedup,
     "curated": _curated,
     "teacher": _teacher,
     "students": _students,
+    "report": _report,
 }
 
 

@@ -24,7 +24,9 @@ from ssl_core.eval.curation_plots import (
     plot_cluster_sizes,
 )
 from ssl_core.eval.curation_report import curation_report
-from ssl_core.eval.probe import knn_eval, sample_images
+from ssl_core.eval.model_cost import backbone_cost, images_per_s
+from ssl_core.eval.probe import sample_images
+from ssl_core.eval.protocol import measure
 from ssl_core.eval.report_md import report_md
 from ssl_core.stages.cluster import ASSIGNMENTS, level_col, resolved_levels
 from ssl_core.stages.common import StageRun
@@ -52,17 +54,22 @@ def _models(params: Params) -> dict:
     return models
 
 
-def _feature_health(emb, root: Path, paths: list[str], seed: int) -> dict:
-    """Effective rank and uniformity of the model's features on ``paths``; patch-token norm
-    statistics for ViT backbones."""
+def _feature_health(emb, root: Path, paths: list[str], seed: int) -> tuple[dict, dict]:
+    """Label-free: effective rank and uniformity of the model's features on ``paths``, patch
+    token norm statistics for ViT backbones; and the model's cost (params, GFLOPs, img/s)."""
     feats, ok = embed_paths(root, paths, emb, 256, progress=False, desc="health")
     x = torch.from_numpy(feats[ok])
     out = {"images": int(ok.sum()), "effective_rank": fh.effective_rank(x)}
     out["uniformity"] = fh.uniformity(x)
+    imgs = sample_images(root, paths, emb.image_size, len(paths), seed)  # [0, 1]
+    cost = {"params_m": 0.0, "gflops_per_image": 0.0}
     if isinstance(emb, BackboneEmbedder):
-        imgs = sample_images(root, paths, emb.image_size, len(paths), seed)  # [0, 1]
         out["tokens"] = fh.token_norm_stats(emb.model, imgs)
-    return out
+        cost = backbone_cost(emb.model, emb.image_size)
+    else:
+        imgs = imgs[:, :1]  # pixels: one channel
+    cost["images_per_s"] = images_per_s(emb, imgs)
+    return out, cost
 
 
 def _cluster_balance(params: Params, curated: pl.DataFrame) -> tuple[dict, dict, dict]:
@@ -110,12 +117,13 @@ def run(params: Params, progress: bool = True) -> dict:
     curated = pl.read_parquet(Path(params.paths.curated_dir) / CURATED)
     removed = pl.read_parquet(Path(params.paths.dedup_dir) / "removed.parquet")
     sample = curated["path"].sample(min(HEALTH_IMAGES, curated.height), seed=params.seed)
-    knn, health = {}, {}
+    knn, linear, retrieval, health, cost = {}, {}, {}, {}, {}
     for name, emb in _models(params).items():
         if evset is not None:
-            accs = knn_eval(emb, evset, cfg.ks, cfg.temperature, cfg.batch_size, progress)
-            knn[name] = {str(k): round(v, 4) for k, v in accs.items()}
-        health[name] = _feature_health(emb, Path(params.paths.pool), sample.to_list(), params.seed)
+            m = measure(emb, evset, cfg.ks, cfg.temperature, cfg.batch_size, params.seed, progress)
+            knn[name], linear[name], retrieval[name] = m["knn"], m["linear"], m["retrieval"]
+        root = Path(params.paths.pool)
+        health[name], cost[name] = _feature_health(emb, root, sample.to_list(), params.seed)
     sizes = _cluster_balance(params, curated)
     metrics = {
         "labels": evset is not None,
@@ -124,7 +132,10 @@ def run(params: Params, progress: bool = True) -> dict:
         else {"bank": evset.bank.height, "query": evset.query.height, "classes": evset.n_classes},
         "knn": knn,
         "knn_temperature": cfg.temperature,
+        "linear": linear,
+        "retrieval": retrieval,
         "feature_health": health,
+        "cost": cost,
         "cluster_balance": sizes[2],
         "curation": curation_report(load_pool_labels(params), manifest, removed, curated),
     }

@@ -53,7 +53,7 @@ def test_whole_graph_dagster_then_dvc(tmp_path):
         for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
     ]
-    assert len(checks) == 5 and all(c.passed for c in checks)
+    assert len(checks) == 6 and all(c.passed for c in checks)
 
     # Dagster metadata carries lineage; DVC is in lock-step
     md = result.asset_materializations_for_node("teacher")[0].metadata

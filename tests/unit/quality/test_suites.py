@@ -122,3 +122,32 @@ def test_training_suite():
     unprobed = {**good, "knn_top1": 0.0, "chance": 0.0, "knn_probed": False}
     assert training_suite(unprobed, "t").success
     assert not training_suite({**unprobed, "knn_probed": True}, "t").success
+
+
+def _metrics(student_knn: float = 0.6, labels: bool = True, rank: float = 12.0) -> dict:
+    health = {"effective_rank": rank, "uniformity": -2.0, "images": 256}
+    return {
+        "labels": labels,
+        "knn": {"teacher": {"10": 0.7, "20": 0.7}, "student_tiny_student": {"20": student_knn}}
+        if labels
+        else {},
+        "feature_health": {"teacher": health, "student_tiny_student": health},
+    }
+
+
+def test_report_gate_passes_fails_on_weak_student_missing_model_and_nan():
+    from ssl_core.quality.suites import report_suite
+
+    params = _params(eval={"min_student_fraction": 0.8})
+    assert report_suite(_metrics(0.6), params).success  # 0.6 / 0.7 = 86 %
+    weak = report_suite(_metrics(0.5), params)  # 71 %: a planted weak student
+    assert _failed(weak) == {("students_vs_teacher_knn_k20", "expect_column_values_to_be_between")}
+    missing = _metrics(0.6)
+    del missing["feature_health"]["student_tiny_student"]
+    assert _failed(report_suite(missing, params)) == {
+        ("models", "expect_column_values_to_be_in_set")
+    }
+    nan = report_suite(_metrics(0.6, rank=float("nan")), params)
+    assert _failed(nan) == {("numbers", "expect_column_values_to_be_in_set")}
+    # without labels only the label-free checks run
+    assert report_suite(_metrics(labels=False), params).success
