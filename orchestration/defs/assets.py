@@ -27,6 +27,9 @@ def _metadata(spec: StageSpec, runner: StageRunner) -> tuple[dict, str]:
             md[k] = v
         elif isinstance(v, dict | list):
             md[k] = dg.MetadataValue.json(v)
+    report = runner.root / out_dir / "report.md"
+    if report.is_file():  # the evaluation's tables, readable in the asset's page
+        md["report"] = dg.MetadataValue.md(report.read_text())
     # DVC's output hashes identify the data; fall back to the lineage record in cli mode
     version = sha256_json(hashes) if hashes else sha256_json(lin)
     return md, version[:16]

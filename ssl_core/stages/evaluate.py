@@ -110,6 +110,17 @@ def _plots(params: Params, curated: pl.DataFrame, sizes: tuple, cur: dict | None
         pl.DataFrame(rows).write_csv(out / "class_distribution.csv")
 
 
+def _headline(metrics: dict) -> dict:
+    """The numbers an asset page shows first (Dagster metadata comes from these stats)."""
+    out: dict = {"labels": metrics["labels"], "knn": metrics["knn"]}
+    for name, m in metrics["knn"].items():
+        if "20" in m:
+            out[f"knn20_{name}"] = m["20"]
+    for name, h in metrics["feature_health"].items():
+        out[f"effective_rank_{name}"] = round(h["effective_rank"], 2)
+    return out
+
+
 def run(params: Params, progress: bool = True) -> dict:
     st = StageRun("evaluate", params, ("eval", "train", "distill"))
     cfg, evset = params.eval, load_eval_set(params)
@@ -147,5 +158,5 @@ def run(params: Params, progress: bool = True) -> dict:
         write_json(tmp / "metrics.json", metrics)
         write_text(tmp / "report.md", report_md(metrics))
         _plots(params, curated, sizes, metrics["curation"], tmp)
-        st.lineage(tmp, inputs, {"knn": knn, "labels": evset is not None})
+        st.lineage(tmp, inputs, _headline(metrics))
     return {"knn": knn, "report": str(Path(params.paths.reports_dir) / "report.md")}
