@@ -43,6 +43,23 @@ with B images, n_g = 2 globals of n_G tokens, n_l locals of n_L tokens and M mas
 EMA are not counted (< 1 %). MFU = F_step / step time / bf16 dense peak of the device
 (``BF16_PEAK_TFLOPS``).
 
+Attention FLOPs per path (``attn_flops_{naive,dense,flex}``, from ``flops.attention_flops``): the
+``q k^T`` and ``attn v`` matmuls of one step, 4 m n D per (m x n) score block, with the
+student's crops laid out as ``pack`` builds them: G = gcd(n_g B, n_l B) rows, each row the
+n_g B / G globals then the n_l B / G locals of n_G and n_L tokens (CLS + registers + patches).
+Per path, over the student's row:
+
+    naive  sum over crops 4 n^2 D          (one forward per resolution)
+    dense  4 S^2 D, S = row tokens         (SDPA with an S x S boolean mask: no tile skipped)
+    flex   4 D x area of the 128 x 128 tiles holding a same-crop pair (BlockMask; CUDA only)
+
+    A_step(path) = 3 * L * G * A_row(path) + L * n_g B * 4 n_G^2 D    # student fwd+bwd, teacher fwd
+
+(the teacher's forward runs on the globals alone, naive on every path). ``packed=True`` -- what
+``train_step`` gets here -- is ``"flex"`` on CUDA and ``"dense"`` elsewhere
+(``resolve_packed_attention``; recorded as ``packed_attention``): on CPU the measured packed
+img/s is the dense path's, and flex is FLOPs only.
+
 Usage::
 
     .venv/bin/python benchmarks/train_step.py                       # CPU: tiny, tiny_l2, small
@@ -61,6 +78,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import math
 import resource
 import statistics
 import subprocess
@@ -76,8 +94,10 @@ sys.path.insert(0, str(ROOT))
 
 from ssl_core.config import TrainConfig  # noqa: E402
 from ssl_core.data.augment import MultiCropAugmentation, MultiCropConfig  # noqa: E402
+from ssl_core.models.packing import FLEX_BLOCK_SIZE, resolve_packed_attention  # noqa: E402
 from ssl_core.models.param_groups import param_groups  # noqa: E402
 from ssl_core.train.flops import (  # noqa: E402
+    attention_flops,
     device_peak_tflops,
     head_flops_per_token,
     vit_forward_flops,
@@ -118,8 +138,11 @@ RESULT_KEYS = (
     "tokens_local", "packed_row_tokens", "loss_packed", "loss_naive", "loss_rel_diff",
     "img_s_packed", "img_s_naive", "ratio_packed_over_naive", "img_s_packed_reps",
     "img_s_naive_reps", "ratios", "flops_per_step", "tflops_packed", "tflops_naive",
-    "mfu_packed", "mfu_naive", "peak_tflops", "steps", "warmup", "repeats",
+    "mfu_packed", "mfu_naive", "peak_tflops", "steps", "warmup", "repeats", "packed_attention",
+    "attn_flops_naive", "attn_flops_dense", "attn_flops_flex", "attn_dense_over_naive",
+    "attn_flex_over_naive", "flex_block_size",
 )  # fmt: skip
+ATTN_PATHS = ("naive", "dense", "flex")
 
 
 # ----------------------------------------------------------------------------- setup
@@ -244,6 +267,56 @@ def step_flops(s: Setup, n_masked: float) -> float:
     return 3.0 * student + teacher
 
 
+def crop_tokens(s: Setup) -> dict[str, int]:
+    """Crop sizes (px), counts and tokens per crop (CLS + registers + patches) of a setup."""
+    vit = s.model.student.backbone
+    crops = next(iter(s.augment._crops.values()))
+    gpx = crops["global"][0].shape[-1]
+    lpx = crops["local"][0].shape[-1] if crops["local"] else 0
+    extra, p = 1 + vit.num_register_tokens, vit.patch_size
+    return {
+        "global_px": gpx,
+        "local_px": lpx,
+        "n_global": len(crops["global"]),
+        "n_local": len(crops["local"]),
+        "tokens_global": extra + (gpx // p) ** 2,
+        "tokens_local": extra + (lpx // p) ** 2 if lpx else 0,
+    }
+
+
+def packed_rows(batch: int, ct: dict[str, int]) -> tuple[int, list[int]]:
+    """(rows G, segment lengths of one row) of the student's packed forward, as ``pack`` lays
+    it out: G = gcd(n_g B, n_l B); a row holds n_g B / G globals, then n_l B / G locals."""
+    n_g, n_l = ct["n_global"] * batch, ct["n_local"] * batch
+    g = math.gcd(n_g, n_l)  # gcd(x, 0) = x: no locals
+    return g, [ct["tokens_global"]] * (n_g // g) + [ct["tokens_local"]] * (n_l // g)
+
+
+def step_attention_flops(s: Setup, ct: dict[str, int]) -> dict[str, float]:
+    """Attention-matmul FLOPs of one step per student path (module docstring: ``A_step``)."""
+    c = s.model.student.backbone.config
+    rows, lengths = packed_rows(s.cfg.batch_size, ct)
+    n_teacher = ct["n_global"] * s.cfg.batch_size
+    teacher = c.depth * n_teacher * attention_flops([ct["tokens_global"]], c.embed_dim)
+    return {
+        path: 3.0 * c.depth * rows * attention_flops(lengths, c.embed_dim, path, FLEX_BLOCK_SIZE)
+        + teacher
+        for path in ATTN_PATHS
+    }
+
+
+def attention_columns(s: Setup, ct: dict[str, int]) -> dict[str, Any]:
+    """Result fields: which attention ``packed`` ran here, per-path attention FLOPs and ratios."""
+    a = step_attention_flops(s, ct)
+    return {
+        "packed_attention": resolve_packed_attention(s.packed, s.device) or "naive",
+        "flex_block_size": FLEX_BLOCK_SIZE,
+        **{f"attn_flops_{k}": v for k, v in a.items()},
+        "attn_dense_over_naive": a["dense"] / a["naive"],
+        "attn_flex_over_naive": a["flex"] / a["naive"],
+    }
+
+
 # ----------------------------------------------------------------------------- core
 def benchmark_preset(
     name: str,
@@ -306,15 +379,7 @@ def benchmark_preset(
             secs[k] += t
     ratios = [p / n for p, n in zip(reps["packed"], reps["naive"], strict=True)]
     s0 = paths["packed"]
-    crops = next(iter(s0.augment._crops.values()))
-    gpx, lpx = crops["global"][0].shape[-1], crops["local"][0].shape[-1] if crops["local"] else 0
-    r_tok = s0.model.student.backbone.num_register_tokens
-    p = s0.model.student.backbone.patch_size
-    tg = 1 + r_tok + (gpx // p) ** 2
-    tl = 1 + r_tok + (lpx // p) ** 2 if lpx else 0
-    n_l = spec["n_local"]
-    k_l = n_l // 2 if n_l % 2 == 0 else n_l  # locals per packed row (G = gcd(2B, n_l B))
-    k_g = 1 if n_l % 2 == 0 else 2
+    ct = crop_tokens(s0)
     flops = step_flops(s0, statistics.fmean(masked) if masked else 0.0)
     n_steps = steps * repeats
     tf = {k: flops * n_steps / secs[k] / 1e12 if secs[k] > 0 else float("nan") for k in secs}
@@ -326,12 +391,12 @@ def benchmark_preset(
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "dtype": "bf16 autocast" if dev.type == "cuda" else "fp32",
         "batch": batch,
-        "global_px": gpx,
-        "local_px": lpx,
-        "n_local": n_l,
-        "tokens_global": tg,
-        "tokens_local": tl,
-        "packed_row_tokens": k_g * tg + k_l * tl,
+        "global_px": ct["global_px"],
+        "local_px": ct["local_px"],
+        "n_local": spec["n_local"],
+        "tokens_global": ct["tokens_global"],
+        "tokens_local": ct["tokens_local"],
+        "packed_row_tokens": sum(packed_rows(batch, ct)[1]),
         "loss_packed": lp,
         "loss_naive": ln,
         "loss_rel_diff": rel,
@@ -354,6 +419,7 @@ def benchmark_preset(
         "steps": steps,
         "warmup": warmup,
         "repeats": repeats,
+        **attention_columns(s0, ct),
     }
 
 
