@@ -298,9 +298,12 @@ def worker_environment(_job: dict[str, Any]) -> dict[str, Any]:
         info["bf16_peak_tflops"] = device_peak_tflops(torch.device("cuda")) if cuda else None
     except Exception as e:  # the MFU table is someone else's module: report, do not fail
         info["bf16_peak_tflops_error"] = repr(e)
-    import faiss
+    try:  # faiss may be missing (e.g. the offline lent machine): record it, do not fail
+        import faiss
 
-    info.update(faiss=faiss.__version__, faiss_gpus=faiss.get_num_gpus())
+        info.update(faiss=faiss.__version__, faiss_gpus=faiss.get_num_gpus())
+    except ImportError as e:
+        info.update(faiss=None, faiss_gpus=0, faiss_error=repr(e))
     return info
 
 
