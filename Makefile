@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DVC_STAMP := $(DVC_VENV)/.installed-dvc-3.67.1
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup demo run test test-all ui lint dvc-repro pipeline clean-data data-check
+.PHONY: setup browser-check demo run test test-all ui lint dvc-repro pipeline clean-data data-check
 
 setup: $(STAMP) $(DVC_STAMP) data-check
 
@@ -53,6 +53,18 @@ data-check:
 	  fi; \
 	fi
 
+# Tests only: headless Chromium opens report.html (Debian's package, ~460 MB; not for make demo).
+browser-check:
+	@if ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo ">> installing chromium (headless browser test of report.html)"; \
+	    apt-get install -y -q chromium >/dev/null || \
+	      (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null); \
+	  else \
+	    echo "!! chromium missing (report.html browser test skipped): run 'sudo apt-get install -y chromium'"; \
+	  fi; \
+	fi
+
 # The main job: the whole graph through Dagster (each asset runs its DVC stage, so dvc.lock,
 # `dvc status` and the Dagster UI agree). A second run reuses every result.
 demo: setup
@@ -75,18 +87,18 @@ pipeline:
 	@echo ""
 	@echo "== Report: data/reports/report.md (metrics: data/reports/metrics.json)"
 	@cat data/reports/report.md
-	@echo "== Report: $(CURDIR)/data/reports/report.md"
+	@echo "== Report: $(CURDIR)/data/reports/report.md (and report.html, self-contained)"
 	@echo "== Open the Dagster UI with: make ui"
 
 # The same graph with plain DVC (no Dagster).
 dvc-repro: setup
 	$(DVC) repro
 
-test: setup
+test: setup browser-check
 	$(BIN)/ruff check .
 	$(BIN)/pytest -m "not slow" -q
 
-test-all: setup
+test-all: setup browser-check
 	$(BIN)/pytest -q
 
 lint: setup

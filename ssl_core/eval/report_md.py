@@ -156,6 +156,7 @@ def report_md(metrics: dict) -> str:
         "`cluster_samples.png` (curated images per top-level cluster)"
         + (", `class_distribution.png`." if metrics.get("curation") else "."),
         "",
+        "The same report with every model in one table and the plots embedded: `report.html`.",
         "Lineage of every input: see `lineage.json` next to each artifact.",
     ]
     return "\n".join(lines) + "\n"

@@ -27,6 +27,7 @@ from ssl_core.eval.curation_report import curation_report
 from ssl_core.eval.model_cost import backbone_cost, images_per_s
 from ssl_core.eval.probe import sample_images
 from ssl_core.eval.protocol import measure
+from ssl_core.eval.report_html import report_html, report_images
 from ssl_core.eval.report_md import report_md
 from ssl_core.stages.cluster import ASSIGNMENTS, level_col, resolved_levels
 from ssl_core.stages.common import StageRun
@@ -158,5 +159,6 @@ def run(params: Params, progress: bool = True) -> dict:
         write_json(tmp / "metrics.json", metrics)
         write_text(tmp / "report.md", report_md(metrics))
         _plots(params, curated, sizes, metrics["curation"], tmp)
+        write_text(tmp / "report.html", report_html(metrics, report_images(tmp)))
         st.lineage(tmp, inputs, _headline(metrics))
     return {"knn": knn, "report": str(Path(params.paths.reports_dir) / "report.md")}
