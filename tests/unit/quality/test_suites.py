@@ -149,5 +149,6 @@ def test_report_gate_passes_fails_on_weak_student_missing_model_and_nan():
     }
     nan = report_suite(_metrics(0.6, rank=float("nan")), params)
     assert _failed(nan) == {("numbers", "expect_column_values_to_be_in_set")}
+    assert report_suite(_metrics(0.6, rank=float("inf")), params).success  # e.g. max/min ratios
     # without labels only the label-free checks run
     assert report_suite(_metrics(labels=False), params).success
