@@ -164,11 +164,13 @@ def load_pool_labels(params: Params) -> pl.DataFrame | None:
     return pl.read_parquet(path) if path.is_file() else None
 
 
-def training_candidates(params: Params, manifest: pl.DataFrame) -> pl.DataFrame:
+def training_candidates(
+    params: Params, manifest: pl.DataFrame, evset: EvalSet | None
+) -> pl.DataFrame:
     """Manifest rows that may train a model: decodable (``ok``) and not held out as eval
-    images (an eval set drawn from the pool). Exact duplicates are still in (dedup drops them)."""
+    images (``evset``, when drawn from the pool). Exact duplicates are still in (dedup drops
+    them)."""
     ok = manifest.filter(pl.col("status") == "ok")
-    evset = load_eval_set(params)
     if evset is not None and evset.root == Path(params.paths.pool):
         ok = ok.join(evset.table.select("path"), on="path", how="anti")
     return ok

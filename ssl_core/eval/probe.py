@@ -14,6 +14,20 @@ from ssl_core.data.eval_set import EvalSet
 from ssl_core.eval.knn import knn_accuracy
 
 
+def eval_features(
+    embedder: Embedder, evset: EvalSet, batch_size: int = 256, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(bank features, bank labels, query features, query labels); undecodable images left
+    out."""
+    out = []
+    for name, split in (("bank", evset.bank), ("query", evset.query)):
+        x, ok = embed_paths(
+            evset.root, split["path"].to_list(), embedder, batch_size, progress, f"eval {name}"
+        )
+        out += [torch.from_numpy(x[ok]), torch.from_numpy(split["label"].to_numpy()[ok])]
+    return out[0], out[1], out[2], out[3]
+
+
 def knn_eval(
     embedder: Embedder,
     evset: EvalSet,
@@ -22,21 +36,8 @@ def knn_eval(
     batch_size: int = 256,
     progress: bool = False,
 ) -> dict[int, float]:
-    bank, query = evset.bank, evset.query
-    fb, okb = embed_paths(
-        evset.root, bank["path"].to_list(), embedder, batch_size, progress, "eval bank"
-    )
-    fq, okq = embed_paths(
-        evset.root, query["path"].to_list(), embedder, batch_size, progress, "eval query"
-    )
-    return knn_accuracy(
-        torch.from_numpy(fb[okb]),
-        torch.from_numpy(bank["label"].to_numpy()[okb]),
-        torch.from_numpy(fq[okq]),
-        torch.from_numpy(query["label"].to_numpy()[okq]),
-        ks=ks,
-        temperature=temperature,
-    )
+    xb, yb, xq, yq = eval_features(embedder, evset, batch_size, progress)
+    return knn_accuracy(xb, yb, xq, yq, ks=ks, temperature=temperature)
 
 
 def make_knn_probe(

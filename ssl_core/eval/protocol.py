@@ -13,10 +13,11 @@ from typing import Any
 
 import torch
 
-from ssl_core.curation.embed import BackboneEmbedder, Embedder, embed_paths
+from ssl_core.curation.embed import BackboneEmbedder, Embedder
 from ssl_core.data.eval_set import EvalSet
 from ssl_core.eval.knn import knn_accuracy
 from ssl_core.eval.linear_probe import dinov2_linear_features, fit_linear_probes, split_bank
+from ssl_core.eval.probe import eval_features
 from ssl_core.eval.retrieval import retrieval_metrics
 
 PROBE_VAL_FRACTION = 0.2  # share of the kNN bank that picks the linear probe's lr
@@ -32,15 +33,6 @@ class LinearInputEmbedder:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return dinov2_linear_features(self.model, x)["cls4_avgpool"]
-
-
-def _features(emb: Embedder, evset: EvalSet, batch_size: int, progress: bool):
-    """(bank x, bank y, query x, query y) as tensors; undecodable images left out."""
-    out = []
-    for split in (evset.bank, evset.query):
-        x, ok = embed_paths(evset.root, split["path"].to_list(), emb, batch_size, progress)
-        out += [torch.from_numpy(x[ok]), torch.from_numpy(split["label"].to_numpy()[ok])]
-    return out
 
 
 def _linear(xb, yb, xq, yq, n_classes: int, seed: int) -> dict[str, Any]:
@@ -59,7 +51,7 @@ def measure(
     progress: bool = False,
 ) -> dict[str, Any]:
     """kNN (per k), retrieval and linear-probe accuracies of ``emb`` on ``evset``."""
-    xb, yb, xq, yq = _features(emb, evset, batch_size, progress)
+    xb, yb, xq, yq = eval_features(emb, evset, batch_size, progress)
     knn = knn_accuracy(xb, yb, xq, yq, ks=ks, temperature=temperature)
     out: dict[str, Any] = {
         "knn": {str(k): round(v, 4) for k, v in knn.items()},
@@ -67,6 +59,6 @@ def measure(
         "linear": {"cls": _linear(xb, yb, xq, yq, evset.n_classes, seed)},
     }
     if isinstance(emb, BackboneEmbedder):
-        lin = _features(LinearInputEmbedder(emb), evset, batch_size, progress)
+        lin = eval_features(LinearInputEmbedder(emb), evset, batch_size, progress)
         out["linear"]["cls4_avgpool"] = _linear(*lin, evset.n_classes, seed)
     return out

@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from ssl_core.config import Params
-from ssl_core.data.eval_set import training_candidates
+from ssl_core.data.eval_set import load_eval_set, training_candidates
 from ssl_core.quality import suites
 from ssl_core.quality.gx_adapter import SuiteResult
 from ssl_core.stages.curate import CURATED
@@ -32,7 +32,7 @@ def _dedup(params: Params) -> SuiteResult:
         pl.read_parquet(d / "kept.parquet"),
         pl.read_parquet(d / "removed.parquet"),
         pl.read_parquet(Path(params.paths.embeddings_dir) / "eval_ids.parquet"),
-        training_candidates(params, manifest).height,
+        training_candidates(params, manifest, load_eval_set(params)).height,
         params,
     )
 

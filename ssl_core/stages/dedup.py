@@ -13,7 +13,7 @@ import polars as pl
 
 from ssl_core.config import Params
 from ssl_core.curation.dedup import decontaminate, near_duplicates
-from ssl_core.data.eval_set import training_candidates
+from ssl_core.data.eval_set import load_eval_set, training_candidates
 from ssl_core.stages.common import StageRun
 from ssl_core.stages.ingest import MANIFEST
 from ssl_core.utils.atomic import atomic_dir
@@ -77,7 +77,7 @@ def run(params: Params, progress: bool = True) -> dict:
     removed = pl.concat([f.cast(REMOVED_SCHEMA) for f in (exact, removed_near, removed_cont)]).sort(
         "path"
     )
-    n_in = training_candidates(params, manifest).height
+    n_in = training_candidates(params, manifest, load_eval_set(params)).height
     stats = {
         "training_candidates": n_in,
         "kept": kept.height,

@@ -33,9 +33,10 @@ def run(params: Params, progress: bool = True) -> dict:
     st = StageRun("embed", params, ("embed",), seed=cfg.seed)
     manifest_path = Path(params.paths.manifest_dir) / MANIFEST
     manifest = pl.read_parquet(manifest_path)
-    # eval images drawn from the pool never train a model
-    pool_rows = training_candidates(params, manifest).filter(pl.col("duplicate_of").is_null())
     evset = load_eval_set(params)
+    # eval images drawn from the pool never train a model
+    pool_rows = training_candidates(params, manifest, evset)
+    pool_rows = pool_rows.filter(pl.col("duplicate_of").is_null())
     eval_rows = evset.table if evset is not None else None
     embedder = make_embedder(cfg.model, cfg.image_size, seed=cfg.seed)
     mhash = model_hash(embedder)

@@ -130,5 +130,5 @@ def test_parquet_pool_with_label_column_gives_an_eval_set(tmp_path, monkeypatch)
     assert ev is not None and ev.table.height == 8  # 20 % of 20 per class
     assert read_bytes(ev.root, ev.query["path"][0])[:4] == b"\x89PNG"
     manifest = pl.read_parquet(tmp_path / "data/manifest/raw_manifest.parquet")
-    assert training_candidates(params, manifest).height == 32
+    assert training_candidates(params, manifest, ev).height == 32
     assert pool.read_bytes() == before
