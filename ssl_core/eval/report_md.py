@@ -10,23 +10,27 @@ NO_LABELS = (
 )
 
 
+def _table(heading: list[str], header: list[str], rows: list[list[object]]) -> list[str]:
+    """``heading`` lines, then a markdown table of ``header`` and ``rows``, then a blank line."""
+    lines = [*heading, "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
 def _knn(metrics: dict) -> list[str]:
     ev = metrics["eval_set"]
     if not metrics["labels"]:
         return ["## kNN", "", NO_LABELS, ""]
     ks = sorted({int(k) for m in metrics["knn"].values() for k in m})
-    lines = [
+    heading = [
         f"## kNN top-1 on the eval query set (cosine, T={metrics['knn_temperature']:.2f})",
         "",
         f"{ev['bank']} bank and {ev['query']} query images, {ev['classes']} classes "
         f"(chance {100 / ev['classes']:.1f} %).",
         "",
-        "| model | " + " | ".join(f"k={k}" for k in ks) + " |",
-        "|---|" + "---|" * len(ks),
     ]
-    for name, accs in metrics["knn"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{100 * accs[str(k)]:.1f} %" for k in ks) + " |")
-    return [*lines, ""]
+    rows = [[name, *(_pct(accs[str(k)]) for k in ks)] for name, accs in metrics["knn"].items()]
+    return _table(heading, ["model", *(f"k={k}" for k in ks)], rows)
 
 
 def _pct(v: float | None) -> str:
@@ -37,7 +41,7 @@ def _linear_retrieval(metrics: dict) -> list[str]:
     """Linear probes (lr picked on a validation split of the bank) and retrieval, per model."""
     if not metrics["labels"]:
         return []
-    lines = [
+    heading = [
         "## Linear probes and retrieval (query side)",
         "",
         "Linear: top-1 of a linear classifier trained on cached bank features (the learning "
@@ -45,36 +49,36 @@ def _linear_retrieval(metrics: dict) -> list[str]:
         "(CLS of the last 4 blocks + average-pooled patch tokens). Retrieval: query images "
         "ranked against the bank by cosine similarity.",
         "",
-        "| model | linear CLS | linear CLS x4 + avgpool | recall@1 | recall@5 | mAP |",
-        "|---|---|---|---|---|---|",
     ]
+    header = ["model", "linear CLS", "linear CLS x4 + avgpool", "recall@1", "recall@5", "mAP"]
+    rows = []
     for name, lin in metrics["linear"].items():
         r = metrics["retrieval"][name]
-        lines.append(
-            f"| {name} | {_pct(lin['cls']['top1'])} | "
-            f"{_pct(lin.get('cls4_avgpool', {}).get('top1'))} | {_pct(r['recall@1'])} | "
-            f"{_pct(r['recall@5'])} | {r['mAP']:.3f} |"
+        cls4 = lin.get("cls4_avgpool", {}).get("top1")
+        rows.append(
+            [
+                name,
+                _pct(lin["cls"]["top1"]),
+                _pct(cls4),
+                _pct(r["recall@1"]),
+                _pct(r["recall@5"]),
+                f"{r['mAP']:.3f}",
+            ]
         )
-    return [*lines, ""]
+    return _table(heading, header, rows)
 
 
 def _cost(metrics: dict) -> list[str]:
-    lines = [
-        "## Cost",
-        "",
-        "| model | parameters (M) | GFLOPs / image | images/s (this machine, eval) |",
-        "|---|---|---|---|",
+    header = ["model", "parameters (M)", "GFLOPs / image", "images/s (this machine, eval)"]
+    rows = [
+        [name, f"{c['params_m']:.2f}", f"{c['gflops_per_image']:.3f}", f"{c['images_per_s']:.0f}"]
+        for name, c in metrics.get("cost", {}).items()
     ]
-    for name, c in metrics.get("cost", {}).items():
-        lines.append(
-            f"| {name} | {c['params_m']:.2f} | {c['gflops_per_image']:.3f} | "
-            f"{c['images_per_s']:.0f} |"
-        )
-    return [*lines, ""]
+    return _table(["## Cost", ""], header, rows)
 
 
 def _health(metrics: dict) -> list[str]:
-    lines = [
+    heading = [
         "## Feature health (label-free)",
         "",
         "On a sample of curated pool images. Effective rank (RankMe; 1 = collapsed, up to the "
@@ -82,10 +86,17 @@ def _health(metrics: dict) -> list[str]:
         "the CLS features; patch-token norms before the last LayerNorm, with the share of "
         "tokens above 4x the median norm (the high-norm artifacts registers remove).",
         "",
-        "| model | images | eff. rank | uniformity | patch norm median / p99 / max | "
-        "outlier tokens | registers (median norm) |",
-        "|---|---|---|---|---|---|---|",
     ]
+    header = [
+        "model",
+        "images",
+        "eff. rank",
+        "uniformity",
+        "patch norm median / p99 / max",
+        "outlier tokens",
+        "registers (median norm)",
+    ]
+    rows = []
     for name, h in metrics["feature_health"].items():
         t = h.get("tokens")
         tok = (
@@ -97,41 +108,45 @@ def _health(metrics: dict) -> list[str]:
         reg = "–"
         if t and t["num_register_tokens"]:
             reg = f"{t['num_register_tokens']} ({t['register_norm_median']:.1f})"
-        lines.append(
-            f"| {name} | {h['images']} | {h['effective_rank']:.1f} | {h['uniformity']:.2f} | "
-            f"{tok} | {out} | {reg} |"
+        rows.append(
+            [
+                name,
+                h["images"],
+                f"{h['effective_rank']:.1f}",
+                f"{h['uniformity']:.2f}",
+                tok,
+                out,
+                reg,
+            ]
         )
-    return [*lines, ""]
+    return _table(heading, header, rows)
 
 
 def _clusters(metrics: dict) -> list[str]:
-    lines = [
-        "## Cluster balance before / after curation (label-free)",
-        "",
-        "| level | entropy (1 = uniform) | Gini (0 = equal) | largest cluster share |",
-        "|---|---|---|---|",
+    header = ["level", "entropy (1 = uniform)", "Gini (0 = equal)", "largest cluster share"]
+    rows = [
+        [
+            name,
+            *(
+                f"{d['before'][m]:.3f} → {d['after'][m]:.3f}"
+                for m in ("entropy_normalised", "gini", "largest_share")
+            ),
+        ]
+        for name, d in metrics["cluster_balance"].items()
     ]
-    for name, d in metrics["cluster_balance"].items():
-        b, a = d["before"], d["after"]
-        lines.append(
-            f"| {name} | {b['entropy_normalised']:.3f} → {a['entropy_normalised']:.3f} | "
-            f"{b['gini']:.3f} → {a['gini']:.3f} | "
-            f"{b['largest_share']:.3f} → {a['largest_share']:.3f} |"
-        )
-    return [*lines, ""]
+    return _table(["## Cluster balance before / after curation (label-free)", ""], header, rows)
 
 
 def _curation(cur: dict) -> list[str]:
-    lines = [
-        "## Class balance of the curated set (pool labels)",
-        "",
-        "| subset | class entropy (1 = uniform) | max/min | counts |",
-        "|---|---|---|---|",
+    rows = [
+        [name, f"{d['entropy_normalised']:.3f}", f"{d['max_min_ratio']:.1f}", d["counts"]]
+        for name, d in cur["class_distribution"].items()
     ]
-    for name, d in cur["class_distribution"].items():
-        lines.append(
-            f"| {name} | {d['entropy_normalised']:.3f} | {d['max_min_ratio']:.1f} | {d['counts']} |"
-        )
+    lines = _table(
+        ["## Class balance of the curated set (pool labels)", ""],
+        ["subset", "class entropy (1 = uniform)", "max/min", "counts"],
+        rows,
+    )[:-1]
     if "planted_duplicates" in cur:
         dups = ", ".join(
             f"{o}: {d['resolved']}/{d['planted_groups']}"
