@@ -19,7 +19,6 @@ from ssl_core.config import (
     DEMO_POOL,
     NO_LABELS_DIR,
     ConfigError,
-    check_paths,
     load_params,
 )
 from ssl_core.data.manifest import describe_pool
@@ -46,12 +45,17 @@ def _apply(params_file: Path, values: dict[tuple[str, str], str]) -> None:
     probe = params_file.with_name(f".{params_file.name}.check")
     try:
         probe.write_text(text)
-        check_paths(load_params(probe), params_file.resolve().parent, params_file)
+        load_params(probe)  # validates, paths included (check_paths, same folder)
     except ConfigError as e:
         raise ConfigError(str(e).replace(str(probe), str(params_file))) from None
     finally:
         probe.unlink(missing_ok=True)
     write_text(params_file, text)
+
+
+def _relative(p: Path, root: Path) -> str:
+    """``p`` relative to the project ``root`` when inside it, else absolute."""
+    return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
 
 
 def use_folder(params_file: Path, pool: str, labels: str = "auto") -> str:
@@ -62,20 +66,19 @@ def use_folder(params_file: Path, pool: str, labels: str = "auto") -> str:
     pool_path = pool_path if pool_path.is_absolute() else (Path.cwd() / pool_path)
     if not pool_path.exists():
         raise ConfigError(f"pool {pool_path} does not exist")
-    rel = lambda p: str(p.relative_to(root)) if p.is_relative_to(root) else str(p)  # noqa: E731
     mode, labels_at = labels, NO_LABELS_DIR
     if labels not in ("auto", "none", "folders"):
         labels_file = Path(labels).expanduser().resolve()
         if not labels_file.exists():
             raise ConfigError(f"labels {labels_file} do not exist")
-        mode, labels_at = "auto", rel(labels_file)
+        mode, labels_at = "auto", _relative(labels_file, root)
     source = "parquet" if pool_path.suffix == ".parquet" else "folder"
     _apply(
         params_file,
         {
             ("data", "source"): source,
             ("data", "labels"): mode,
-            ("paths", "pool"): rel(pool_path.resolve()),
+            ("paths", "pool"): _relative(pool_path.resolve(), root),
             ("paths", "labels"): labels_at,
         },
     )
