@@ -25,12 +25,11 @@ $(STAMP): pyproject.toml
 ifeq ($(GPU),1)
 	@echo ">> GPU found: installing CUDA torch from PyPI and faiss's GPU build"
 	$(BIN)/pip install -q "torch>=2.13,<2.15"
-	$(BIN)/pip install -q -e ".[orchestration,dev]"
-	$(BIN)/pip uninstall -y -q faiss-cpu && $(BIN)/pip install -q "faiss-gpu-cu12==1.14.1.post1"
+	$(BIN)/pip install -q -e ".[gpu,orchestration,dev]"
 else
 	@echo ">> CPU machine: installing torch==2.13.0 (CPU wheel) first"
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[orchestration,dev]"
+	$(BIN)/pip install -q -e ".[cpu,orchestration,dev]"
 endif
 	@rm -f $(VENV)/.installed-* && touch $@
 

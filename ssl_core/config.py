@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ssl_core.launch.settings import LaunchConfig
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -350,6 +352,7 @@ class Params(_Section):
     train: TrainConfig = TrainConfig()
     distill: DistillConfig = DistillConfig()
     eval: EvalConfig = EvalConfig()
+    launch: LaunchConfig = LaunchConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -13,7 +13,7 @@ from ssl_core.utils.atomic import write_json
 from ssl_core.utils.hashing import hash_path, sha256_json
 
 LINEAGE_FILE = "lineage.json"
-_LIBS = ("torch", "numpy", "polars", "faiss-cpu", "great-expectations", "kornia", "sslops")
+_LIBS = ("torch", "numpy", "polars", "faiss-cpu", "faiss-gpu-cu12", "great-expectations", "kornia", "sslops")
 
 
 def git_sha(cwd: str | Path = ".") -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ class StageRunner(dg.ConfigurableResource):
     stage command directly.
     """
 
-    mode: str = "dvc"
+    mode: str = os.environ.get("SSLOPS_RUNNER_MODE", "dvc")  # k8s/: cli (image is read-only)
     project: str = ""
     params_file: str = "params.yaml"
 

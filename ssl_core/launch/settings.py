@@ -1,0 +1,79 @@
+"""``launch:`` in params.yaml: where the heavy stages (embed, train-teacher, distill) run.
+
+A stage command (``sslops train-teacher``) submits its work as a TorchX job to
+``launch.scheduler``: ``local_cwd`` (default: processes on this machine, from the project
+folder) or ``kubernetes`` (a Volcano job on a GPU cluster; image, namespace, queue, service
+account and the data volume below). Switching that one key is the only change a cluster user
+makes in the project; the cluster side lives in ``k8s/``.
+
+None of these keys changes what a stage computes, so none is part of a stage's params hash.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: stages whose work runs as a TorchX job (the CLI command name → the params key of its resources)
+JOB_STAGES = {"embed": "embed", "train-teacher": "train_teacher", "distill": "distill"}
+
+#: schedulers that run processes on the submitting machine, in the project folder
+HOST_SCHEDULERS = ("local_cwd",)
+
+
+class JobResources(BaseModel):
+    """Resources of one stage's job. ``local_cwd`` uses only the process counts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    nnodes: int = Field(1, ge=1, description="nodes (pods); > 1 runs torchrun with c10d rendezvous")
+    nproc_per_node: int = Field(1, ge=1, description="processes per node (torchrun ranks)")
+    cpu: float = Field(4, gt=0, description="CPU cores per node (limit; request slightly lower)")
+    memory_gb: float = Field(16, gt=0, description="memory per node, GB (limit)")
+    gpus: int = Field(0, ge=0, description="nvidia.com/gpu per node")
+
+
+class LaunchConfig(BaseModel):
+    """Scheduler, its options and per-stage resources for the TorchX jobs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scheduler: str = Field(
+        "local_cwd",
+        description="TorchX scheduler: local_cwd (this machine) | kubernetes (Volcano) | any "
+        "other TorchX scheduler name",
+    )
+    scheduler_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="extra TorchX run options of the scheduler (e.g. {priority_class: high}); "
+        "namespace/queue/service_account come from the keys below",
+    )
+    image: str = Field(
+        "sslops:0.1.0", description="container image of the project (k8s/Dockerfile)"
+    )
+    namespace: str = Field("sslops", description="Kubernetes namespace of the jobs (k8s/)")
+    queue: str = Field("sslops", description="Volcano queue (k8s/)")
+    service_account: str = Field("sslops-job", description="service account of job pods (k8s/)")
+    data_volume: str = Field(
+        "sslops-data", description="PersistentVolumeClaim with data/ and the artifacts (k8s/)"
+    )
+    workdir: str = Field(
+        "/app", description="project folder inside the image; the data volume is at <workdir>/data"
+    )
+    submit_retries: int = Field(4, ge=0, description="retries of a submission on API errors")
+    poll_interval_s: float = Field(1.0, gt=0, description="seconds between job status polls")
+    heartbeat_s: float = Field(30.0, gt=0, description="seconds between status lines on stdout")
+    log_tail_lines: int = Field(40, ge=1, description="job log lines quoted when a job fails")
+    embed: JobResources = JobResources(cpu=8, memory_gb=32, gpus=1)
+    train_teacher: JobResources = JobResources(cpu=8, memory_gb=64, gpus=1)
+    distill: JobResources = JobResources(cpu=8, memory_gb=64, gpus=1)
+
+    def resources(self, stage: str) -> JobResources:
+        """Resources of a job stage, by CLI name (``train-teacher``)."""
+        return getattr(self, JOB_STAGES[stage])
+
+    @property
+    def on_host(self) -> bool:
+        """Jobs run on this machine from the project folder (no image, no volume)."""
+        return self.scheduler in HOST_SCHEDULERS
