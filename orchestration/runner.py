@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -53,22 +54,56 @@ def stage_env() -> dict[str, str]:
     return env
 
 
-def run_streaming(cmd: list[str], cwd: Path, log: Callable[[str], None]) -> tuple[int, str]:
+def run_streaming(
+    cmd: list[str], cwd: Path, log: Callable[[str], None], env: dict[str, str] | None = None
+) -> tuple[int, str]:
     """Run ``cmd``, forwarding each stdout line to ``log``; returns (exit code, stdout tail).
 
-    stderr is inherited: progress bars and log lines reach the terminal (``make demo``) or
-    Dagster's captured compute logs live, while stdout (stage results, GX summaries, errors)
-    becomes Dagster log events.
+    stderr is inherited: progress bars and job log lines reach the terminal (``make demo``) or
+    Dagster's captured compute logs live, while stdout (stage results, job status lines, GX
+    summaries, errors) becomes Dagster log events.
+
+    The command runs in its own process group. If this process is interrupted (Ctrl-C, or
+    Dagster terminating the run), the whole group gets SIGTERM, so a stage that runs a TorchX
+    job cancels it (``ssl_core.launch.launcher``), then SIGKILL after ``STOP_GRACE_S``.
     """
-    proc = subprocess.Popen(cmd, cwd=cwd, env=stage_env(), stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env={**stage_env(), **(env or {})},
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     tail: list[str] = []
     assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        if line:
-            log(line)
-            tail = (tail + [line])[-40:]
-    return proc.wait(), "\n".join(tail)
+    try:
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line:
+                log(line)
+                tail = (tail + [line])[-40:]
+        return proc.wait(), "\n".join(tail)
+    except BaseException:
+        stop_group(proc)
+        raise
+
+
+STOP_GRACE_S = 90.0  # the launcher waits up to 60 s for a cancelled job to end
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group of ``proc``; SIGKILL it if still alive after the grace."""
+    for sig, wait in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def stage_command(

@@ -10,6 +10,9 @@ Examples::
     sslops embed && sslops dedup && sslops cluster && sslops curate
     sslops train-teacher && sslops distill && sslops evaluate
 
+embed, train-teacher and distill run as TorchX jobs on ``launch.scheduler`` (local_cwd: this
+machine; kubernetes: a Volcano job) and wait for them.
+
 Every parameter comes from ``params.yaml`` (``--params`` to use another file).
 """
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 import os
 
 # Before anything imports torch: spinning OpenMP threads on a busy 2-core machine made training
-# 4x slower (3.4 vs 14 img/s, measured); passive waiting avoids it (see ssl_core.train.launch).
+# 4x slower (3.4 vs 14 img/s, measured); passive waiting avoids it (see ssl_core.launch.job).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
@@ -30,6 +33,8 @@ from pathlib import Path
 
 from ssl_core.config import ConfigError, load_params
 from ssl_core.data.labels import LabelsError
+from ssl_core.launch.launcher import JobFailed, JobInterrupted
+from ssl_core.launch.settings import JOB_STAGES
 
 STAGES = {
     "import-demo": "ssl_core.stages.import_demo",
@@ -94,15 +99,28 @@ def main(argv: list[str] | None = None) -> int:
             result = checks.run(params, args.suite)
             print(result.summary())
             return 0 if result.success else 1
-        stats = importlib.import_module(STAGES[args.command]).run(params, progress=progress)
+        if args.command in JOB_STAGES:  # the work runs as a TorchX job (launch.scheduler)
+            from ssl_core.launch.stage_job import run_stage_job
+
+            stats = run_stage_job(params, args.params, args.command)
+        else:
+            stats = importlib.import_module(STAGES[args.command]).run(params, progress=progress)
         print(json.dumps({"stage": args.command, **stats}, default=str))
         return 0
+    except JobFailed as e:
+        return _fail(args.command, str(e), 1)
+    except JobInterrupted as e:
+        return _fail(args.command, f"interrupted ({e}); its job was cancelled", 130)
     except (ConfigError, FileNotFoundError, ValueError, LabelsError) as e:
-        msg = f"sslops {args.command}: error: {e}"
-        print(msg, file=sys.stderr)
-        if not sys.stdout.isatty():
-            print(msg)  # orchestrators capture stdout into their logs and failure messages
-        return 2
+        return _fail(args.command, str(e), 2)
+
+
+def _fail(command: str, error: str, code: int) -> int:
+    msg = f"sslops {command}: error: {error}"
+    print(msg, file=sys.stderr)
+    if not sys.stdout.isatty():
+        print(msg)  # orchestrators capture stdout into their logs and failure messages
+    return code
 
 
 if __name__ == "__main__":

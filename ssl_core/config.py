@@ -435,6 +435,7 @@ def check_paths(params: Params, root: Path, source: str | Path = "params.yaml") 
     outputs = {k: resolved(v) for k, v in p.model_dump().items() if k not in ("pool", "labels")}
     outputs["demo builder (data/demo)"] = resolved(str(Path(DEMO_POOL).parent))
     outputs["caches (data/.cache)"] = resolved(str(Path(p.embeddings_dir).parent / ".cache"))
+    outputs["job folders (data/.jobs)"] = resolved(str(Path(p.manifest_dir).parent / ".jobs"))
     for key, value in (("paths.pool", pool), ("paths.labels", resolved(p.labels))):
         for out_key, out in outputs.items():
             if _inside(value, out) or _inside(out, value):

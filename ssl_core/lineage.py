@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -13,11 +14,15 @@ from ssl_core.utils.atomic import write_json
 from ssl_core.utils.hashing import hash_path, sha256_json
 
 LINEAGE_FILE = "lineage.json"
+#: set in a stage job's environment by the launcher; recorded so it can tell the job wrote it
+JOB_ID_ENV = "SSLOPS_JOB_ID"
 _LIBS = ("torch", "numpy", "polars", "faiss-cpu", "faiss-gpu-cu12", "great-expectations", "kornia", "sslops")
 
 
 def git_sha(cwd: str | Path = ".") -> str:
-    """Commit of the working tree (``+dirty`` when it has uncommitted changes), or ``unknown``."""
+    """Commit of the working tree (``+dirty`` when it has uncommitted changes); without a git
+    checkout (a container image) ``$SSLOPS_GIT_SHA`` (baked in at build time), else
+    ``unknown``."""
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
@@ -31,7 +36,7 @@ def git_sha(cwd: str | Path = ".") -> str:
         ).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("SSLOPS_GIT_SHA") or "unknown"
 
 
 def library_versions() -> dict[str, str]:
@@ -64,6 +69,7 @@ def build_lineage(
         "finished_at": now.isoformat(),
         "duration_s": round((now - started).total_seconds(), 3) if started else None,
         "stats": stats or {},
+        **({"job_id": os.environ[JOB_ID_ENV]} if os.environ.get(JOB_ID_ENV) else {}),
     }
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import dagster as dg
 
 from orchestration.runner import dvc_lock_hashes, project_dir, run_streaming, stage_command
+from ssl_core.launch.settings import RUN_ID_ENV
 
 
 class StageRunner(dg.ConfigurableResource):
@@ -30,7 +31,8 @@ class StageRunner(dg.ConfigurableResource):
     def run(self, context: Any, dvc_stage: str, cli: tuple[str, ...]) -> None:
         cmd = stage_command(self.mode, self.root, dvc_stage, cli, self.params_file)
         context.log.info(f"running: {' '.join(cmd)} (cwd {self.root})")
-        code, tail = run_streaming(cmd, self.root, context.log.info)
+        env = {RUN_ID_ENV: context.run_id}  # job labels and records name the run
+        code, tail = run_streaming(cmd, self.root, context.log.info, env)
         if code != 0:
             raise dg.Failure(
                 description=f"stage {dvc_stage} failed with exit code {code}",

@@ -18,11 +18,11 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ssl_core.data.dataset import ImageDataset, make_loader
 from ssl_core.data.normalize import normalize
 from ssl_core.utils.hashing import sha256_bytes, sha256_file, sha256_json
+from ssl_core.utils.progress import progress_bar
 
 # Bump when the decode/normalisation/pooling code changes the vectors of an unchanged model:
 # every cached embedding is then recomputed.
@@ -149,8 +149,8 @@ def iter_embeddings(
     Undecodable files are skipped: their indices never appear.
     """
     ds = ImageDataset(root, paths, embedder.image_size, embedder.channels)
-    for x, idx, _bad in tqdm(
-        make_loader(ds, batch_size), desc=desc, unit="batch", disable=not progress
+    for x, idx, _bad in progress_bar(
+        make_loader(ds, batch_size), desc=desc, unit="batch", enabled=progress
     ):
         if len(idx) == 0:
             continue

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from PIL import Image
-from tqdm import tqdm
 
 from ssl_core.config import DemoConfig
 from ssl_core.data.fashion_mnist import load_split
 from ssl_core.data.labels import EVAL_LABELS, POOL_LABELS
+from ssl_core.utils.progress import progress_bar
 
 SHARD_SIZE = 1000
 BROKEN_KINDS = ("truncated", "empty", "not_an_image", "garbage_jpeg")
@@ -128,7 +128,7 @@ def build_demo(
     order = rng.permutation(len(items))  # shuffle so file names carry no label information
     rows = []
     pool_dir.mkdir(parents=True, exist_ok=True)
-    for n, j in enumerate(tqdm(order, desc="demo pool", unit="img", disable=not progress)):
+    for n, j in enumerate(progress_bar(order, desc="demo pool", unit="img", enabled=progress)):
         data, ext, label, origin, src = items[j]
         rel = f"shard_{n // SHARD_SIZE:03d}/img_{n:06d}{ext}"
         (pool_dir / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +149,7 @@ def build_demo(
         ("query", test_x, test_y, query_idx),
     ):
         (eval_dir / "images" / split).mkdir(parents=True, exist_ok=True)
-        for i in tqdm(idx, desc=f"eval {split}", unit="img", disable=not progress):
+        for i in progress_bar(idx, desc=f"eval {split}", unit="img", enabled=progress):
             rel = f"images/{split}/{split}_{int(i):05d}.png"
             (eval_dir / rel).write_bytes(_png(xs[i]))
             eval_rows.append({"path": rel, "label": int(ys[i]), "split": split})

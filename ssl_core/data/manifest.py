@@ -11,11 +11,11 @@ import hashlib
 from pathlib import Path
 
 import polars as pl
-from tqdm import tqdm
 
 from ssl_core.config import IngestConfig
 from ssl_core.data.images import PARQUET_SEP, ImageInfo, probe
 from ssl_core.utils.hashing import sha256_bytes
+from ssl_core.utils.progress import progress_bar
 
 SCHEMA = {
     "path": pl.String,
@@ -88,8 +88,8 @@ def build_manifest(pool: str | Path, cfg: IngestConfig, progress: bool = True) -
     """Scan ``pool`` and return the manifest (one row per candidate file, sorted by path)."""
     pool = Path(pool)
     rows = []
-    for rel, data, reason in tqdm(
-        list_pool(pool, cfg), desc="ingest", unit="file", disable=not progress
+    for rel, data, reason in progress_bar(
+        list_pool(pool, cfg), desc="ingest", unit="file", enabled=progress
     ):
         if data is None and reason is None:
             try:

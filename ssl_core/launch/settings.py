@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 #: stages whose work runs as a TorchX job (the CLI command name → the params key of its resources)
 JOB_STAGES = {"embed": "embed", "train-teacher": "train_teacher", "distill": "distill"}
 
+#: set by the Dagster glue for a stage's subprocess: ties a job (labels, records) to its run
+RUN_ID_ENV = "SSLOPS_DAGSTER_RUN_ID"
+
 #: schedulers that run processes on the submitting machine, in the project folder
 HOST_SCHEDULERS = ("local_cwd",)
 
@@ -29,7 +32,7 @@ class JobResources(BaseModel):
 
     nnodes: int = Field(1, ge=1, description="nodes (pods); > 1 runs torchrun with c10d rendezvous")
     nproc_per_node: int = Field(1, ge=1, description="processes per node (torchrun ranks)")
-    cpu: float = Field(4, gt=0, description="CPU cores per node (limit; request slightly lower)")
+    cpu: int = Field(4, gt=0, description="CPU cores per node (limit; request slightly lower)")
     memory_gb: float = Field(16, gt=0, description="memory per node, GB (limit)")
     gpus: int = Field(0, ge=0, description="nvidia.com/gpu per node")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,9 @@ class StageRun:
         log.info("stage %s: started", name)
 
     def lineage(self, out_dir: Path, inputs: dict[str, str | Path], stats: dict[str, Any]) -> dict:
+        """Write ``lineage.json`` into ``out_dir`` (rank 0 only under torchrun)."""
+        if int(os.environ.get("RANK", "0")) != 0:
+            return {}
         record = build_lineage(
             self.name,
             section_dict(self.params, *self.sections),

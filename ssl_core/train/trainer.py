@@ -35,7 +35,6 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from ssl_core.config import DistillConfig, TrainConfig
 from ssl_core.data.augment import MultiCropAugmentation, MultiCropConfig
@@ -61,6 +60,7 @@ from ssl_core.train.schedules import build_schedules
 from ssl_core.train.ssl_model import SSLModel
 from ssl_core.train.step import Losses, resolve_packed, train_step
 from ssl_core.utils.atomic import write_json
+from ssl_core.utils.progress import progress_bar
 
 __all__ = [
     "HEAD",
@@ -183,10 +183,10 @@ def fit(
             )
         rt.barrier()
 
-    bar = tqdm(
+    bar = progress_bar(
         total=total_steps,
         initial=state["step"],
-        disable=not (progress and rt.is_main),
+        enabled=progress and rt.is_main,
         desc=config_json.get("role", "train"),
         dynamic_ncols=True,
     )
@@ -258,8 +258,8 @@ def fit(
             window.append(rec)
             state["last"] = rec
             state["recent_losses"] = [*state["recent_losses"], m["loss"]][-cfg.log_every :]
+            bar.set_postfix(loss=f"{m['loss']:.3f}", img_s=f"{n_img / dt:.0f}", refresh=False)
             bar.update(1)
-            bar.set_postfix(loss=f"{m['loss']:.3f}", img_s=f"{n_img / dt:.0f}")
             if rt.is_main and (state["step"] % cfg.log_every == 0 or state["step"] == total_steps):
                 mean = {k: float(np.mean([r[k] for r in window])) for k in rec if k != "step"}
                 with metrics_path.open("a") as f:
