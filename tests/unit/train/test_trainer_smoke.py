@@ -98,23 +98,6 @@ def test_too_small_dataset_is_a_clear_error(image_pool, tmp_path, tiny_train_cfg
         train_teacher(tiny_train_cfg(), root, paths[:8], tmp_path, progress=False)
 
 
-def test_launch_entry_point(image_pool, tmp_path, tiny_train_cfg, capsys):
-    import polars as pl
-    import yaml
-
-    from ssl_core.train.launch import main
-
-    root, paths = image_pool
-    cfg = tiny_train_cfg(max_steps=1)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": cfg.model_dump(mode="json")}))
-    pl.DataFrame({"path": paths}).write_parquet(tmp_path / "curated.parquet")
-    argv = ["--params", str(tmp_path / "params.yaml"), "--role", "teacher", "--root", str(root)]
-    argv += ["--paths-file", str(tmp_path / "curated.parquet"), "--out", str(tmp_path / "t")]
-    summary = main([*argv, "--no-progress"])
-    assert summary["steps"] == 1 and (tmp_path / "t" / "model.safetensors").is_file()
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 1
-
-
 def test_knn_every_logs_a_probe_curve_of_the_ema_model(image_pool, tmp_path, tiny_train_cfg):
     root, paths = image_pool
     probed: list[bool] = []
