@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,7 @@ from ssl_core.launch.settings import LaunchConfig
 TRANSIENT_HTTP = {429, 500, 502, 503, 504}
 #: job log lines quoted first when a job fails (under torchrun the tail is its own traceback)
 ERROR_LINE = re.compile(r"\(job\): error:|^\[?[\w.]*(Error|Exception)\b: ")
+LOCAL_POLL_S = 0.1  # local_cwd status is a waitpid, not an API call: poll fast
 MAX_STATUS_ERRORS = 20  # consecutive failed status polls before giving up on a job
 
 
@@ -116,12 +117,27 @@ def _interruptible() -> Iterator[None]:
             signal.signal(s, h)
 
 
+def _whole_lines(items: Iterable[str], partial: bool) -> Iterator[str]:
+    """Log items as whole lines. ``local_cwd`` reads its log files in chunks, so an item that
+    does not end in a newline is the start of a line (``partial``); other schedulers yield
+    one line per item, with or without its newline."""
+    buf = ""
+    for item in items:
+        if partial and not item.endswith("\n"):
+            buf += item
+            continue
+        yield (buf + item).rstrip("\n")
+        buf = ""
+    if buf:
+        yield buf
+
+
 class _LogFollower:
     """Tails every replica's log in a thread; keeps the last lines and writes ``job.log``."""
 
     def __init__(self, runner: Runner, handle: str, app: AppDef, log_path: Path, echo: TextIO,
-                 keep: int):  # fmt: skip
-        self.runner, self.handle, self.echo = runner, handle, echo
+                 keep: int, partial: bool):  # fmt: skip
+        self.runner, self.handle, self.echo, self.partial = runner, handle, echo, partial
         self.tail: collections.deque[str] = collections.deque(maxlen=keep)
         self.errors: collections.deque[str] = collections.deque(maxlen=5)
         self.lock = threading.Lock()
@@ -144,13 +160,13 @@ class _LogFollower:
         seen = 0  # a re-opened stream starts from the beginning: skip what was already shown
         while True:
             try:
-                lines = self.runner.log_lines(
+                items = self.runner.log_lines(
                     self.handle, role, k, should_tail=True, streams=Stream.COMBINED
                 )
-                for n, line in enumerate(lines, 1):
+                for n, line in enumerate(_whole_lines(items, self.partial), 1):
                     if n > seen:
                         seen = n
-                        self._emit(prefix + line.rstrip("\n"))
+                        self._emit(prefix + line)
                 return
             except Exception as e:  # pod not started yet, API hiccup: retry until the end
                 if self.done.wait(2.0):
@@ -204,7 +220,7 @@ def _wait(runner: Runner, handle: str, launch: LaunchConfig, follower: _LogFollo
             last = follower.last
             say(f"{state.name if state else 'UNKNOWN'} ({beat - start:.0f}s)" + (
                 f" | {last[-160:]}" if last else ""))  # fmt: skip
-        time.sleep(launch.poll_interval_s)
+        time.sleep(LOCAL_POLL_S if launch.on_host else launch.poll_interval_s)
 
 
 def run_job(
@@ -244,7 +260,9 @@ def run_job(
         with _interruptible():
             handle = _submit(runner, info, launch, say)
             say(f"submitted to {launch.scheduler}; log: {log_path}")
-            follower = _LogFollower(runner, handle, app, log_path, echo, launch.log_tail_lines)
+            follower = _LogFollower(
+                runner, handle, app, log_path, echo, launch.log_tail_lines, launch.on_host
+            )
             try:
                 state = _wait(runner, handle, launch, follower, say)
             except BaseException:
