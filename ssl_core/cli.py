@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("use-demo", help="point params.yaml back at the demo data")
     sub.add_parser("plan", help="print the data source, pool size and the auto sizes")
+    spec = sub.add_parser(
+        "job-spec", help="print what a job stage would submit to launch.scheduler (no submit)"
+    )
+    spec.add_argument("stage", choices=sorted(JOB_STAGES))
+    spec.add_argument("--scheduler", help="render for this scheduler instead (e.g. kubernetes)")
     chk = sub.add_parser("check", help="run a Great Expectations suite on a stage's outputs")
     chk.add_argument(
         "suite", choices=["manifest", "dedup", "curated", "teacher", "students", "report"]
@@ -93,6 +98,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(use_data.plan(Path(args.params)))
             return 0
         params = load_params(args.params)
+        if args.command == "job-spec":
+            from ssl_core.launch.stage_job import render_stage_job
+
+            if args.scheduler:
+                launch = params.launch.model_copy(update={"scheduler": args.scheduler})
+                params = params.model_copy(update={"launch": launch})
+            print(render_stage_job(params, args.stage))
+            return 0
         if args.command == "check":
             from ssl_core.stages import checks
 

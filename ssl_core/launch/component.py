@@ -96,7 +96,7 @@ def stage_app(
         num_replicas=res.nnodes,
         resource=specs.Resource(
             cpu=res.cpu,
-            gpu=res.gpus,
+            gpu=0 if on_host else res.gpus,  # local_cwd: the job sees every GPU of the host
             memMB=int(res.memory_gb * 1000),
         ),
         port_map={"c10d": RDZV_PORT} if res.nnodes > 1 else {},

@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from torchx.specs import AppDryRunInfo
+
 from ssl_core.config import Params
 from ssl_core.launch.component import stage_app
 from ssl_core.launch.job import RESULT_PREFIX
@@ -65,6 +67,38 @@ def _record(outputs: list[Path], job_id: str, job: dict[str, Any]) -> dict[str, 
     return stats
 
 
+def _app_and_patch(params: Params, stage: str, job_id: str, snapshot: str):
+    """The stage's AppDef and the edit of its dry-run request (hardening on kubernetes)."""
+    launch = params.launch
+    run_id = os.environ.get(RUN_ID_ENV, "")
+    env = {JOB_ID_ENV: job_id, RUN_ID_ENV: run_id}
+    name = f"sslops-{stage}" + (f"-{run_id[:8]}" if run_id else "")
+    app = stage_app(stage, launch, snapshot, name=name, env=env)
+    labels = job_labels(stage, run_id, git_sha())
+
+    def patch(info: AppDryRunInfo) -> None:
+        if launch.scheduler == "kubernetes":
+            harden(info, labels)
+
+    return app, patch
+
+
+def render_stage_job(params: Params, stage: str) -> str:
+    """What ``stage`` would submit to ``launch.scheduler`` (the dry-run request, as YAML for
+    kubernetes); contacts no scheduler (``sslops job-spec``)."""
+    from torchx.runner import get_runner
+
+    from ssl_core.launch.launcher import scheduler_cfg
+
+    snapshot = str(jobs_root(params) / f"{stage}-<time>" / "params.yaml")
+    app, patch = _app_and_patch(params, stage, f"{stage}-<time>", snapshot)
+    with get_runner() as runner:
+        cfg = scheduler_cfg(runner, params.launch)
+        info = runner.dryrun(app, params.launch.scheduler, cfg=cfg, workspace=None)
+    patch(info)
+    return f"# scheduler: {params.launch.scheduler}, run options: {cfg}\n{info.request}"
+
+
 def run_stage_job(params: Params, params_file: str | Path, stage: str) -> dict[str, Any]:
     """Run ``stage`` as a TorchX job on ``params.launch.scheduler``; returns its stats."""
     launch = params.launch
@@ -73,18 +107,14 @@ def run_stage_job(params: Params, params_file: str | Path, stage: str) -> dict[s
     job_dir.mkdir(parents=True, exist_ok=False)
     snapshot = job_dir / "params.yaml"
     write_text(snapshot, Path(params_file).read_text())
-    run_id = os.environ.get(RUN_ID_ENV, "")
-    sha = git_sha()
-    env = {JOB_ID_ENV: job_dir.name, RUN_ID_ENV: run_id}
-    name = f"sslops-{stage}" + (f"-{run_id[:8]}" if run_id else "")
-    app = stage_app(stage, launch, str(snapshot), name=name, env=env)
+    app, harden_request = _app_and_patch(params, stage, job_dir.name, str(snapshot))
 
-    def patch(info) -> None:
-        if launch.scheduler == "kubernetes":
-            harden(info, job_labels(stage, run_id, sha))
+    def patch(info: AppDryRunInfo) -> None:
+        harden_request(info)
         if not launch.on_host:
             write_text(job_dir / "request.yaml", str(info.request))
 
+    run_id = os.environ.get(RUN_ID_ENV, "")
     job = {"scheduler": launch.scheduler, "job_dir": str(job_dir), "dagster_run_id": run_id}
     try:
         result: JobResult = run_job(app, launch, job_dir / "job.log", patch=patch)

@@ -106,3 +106,14 @@ def test_label_values_are_valid():
     assert label_value("0123abc+dirty") == "0123abc-dirty"
     assert len(label_value("x" * 100)) == 63
     assert label_value("-a/b_") == "a-b"
+
+
+def test_job_spec_command_renders_without_a_cluster(capsys):
+    from ssl_core.cli import main
+
+    assert main(["job-spec", "distill", "--scheduler", "kubernetes"]) == 0
+    out = capsys.readouterr().out
+    job = yaml.safe_load(out.split("\n", 1)[1])
+    assert job["kind"] == "Job" and job["spec"]["queue"] == "sslops"
+    assert main(["job-spec", "distill"]) == 0  # the default scheduler: local_cwd
+    assert "local_cwd" in capsys.readouterr().out
