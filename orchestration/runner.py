@@ -85,25 +85,30 @@ def run_streaming(
                 tail = (tail + [line])[-40:]
         return proc.wait(), "\n".join(tail)
     except BaseException:
-        stop_group(proc)
+        for line in stop_group(proc).splitlines():  # e.g. "job ...: interrupted: cancelling"
+            if line.strip():
+                log(line.rstrip())
         raise
 
 
 STOP_GRACE_S = 90.0  # the launcher waits up to 60 s for a cancelled job to end
 
 
-def stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group of ``proc``; SIGKILL it if still alive after the grace."""
+def stop_group(proc: subprocess.Popen) -> str:
+    """SIGTERM the process group of ``proc``; SIGKILL it if still alive after the grace.
+    Returns what it wrote to stdout meanwhile."""
+    out = ""
     for sig, wait in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 10.0)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
-            return
+            break
         try:
-            proc.wait(wait)
-            return
+            out += proc.communicate(timeout=wait)[0] or ""
+            break
         except subprocess.TimeoutExpired:
             continue
+    return out
 
 
 def stage_command(

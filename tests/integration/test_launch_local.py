@@ -126,16 +126,8 @@ def test_interrupt_cancels_the_running_job(tmp_path, sig):
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # until the job's ranks are training
-            dirs = _job_dirs(proj, "train-teacher")
-            log = dirs[0] / "job.log" if dirs else None
-            if log and log.is_file() and "train" in log.read_text():
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail("the job did not start within 120 s")
-        marker = f"{dirs[0].name}/params.yaml"  # in the job command line
+        job_dir = _wait_for_training(proj)
+        marker = f"{job_dir.name}/params.yaml"  # in the job command line
         assert len(_job_pids(marker)) >= 3  # torchrun + 2 ranks
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=120)
@@ -146,4 +138,42 @@ def test_interrupt_cancels_the_running_job(tmp_path, sig):
     assert "job was cancelled" in out
     time.sleep(1.0)
     assert _job_pids(marker) == []
-    assert json.loads((dirs[0] / "job.json").read_text())["state"].startswith("CANCELLED")
+    assert json.loads((job_dir / "job.json").read_text())["state"].startswith("CANCELLED")
+
+
+def _wait_for_training(proj: Path, timeout: float = 120) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dirs = _job_dirs(proj, "train-teacher")
+        log = dirs[0] / "job.log" if dirs else None
+        if log and log.is_file() and "train" in log.read_text():
+            return dirs[0]
+        time.sleep(0.5)
+    raise AssertionError(f"the job did not start within {timeout} s")
+
+
+def test_interrupted_orchestrator_cancels_the_job(tmp_path):
+    """Dagster's path: the step running ``sslops`` is interrupted (a terminated run raises in
+    the step); run_streaming stops the stage's process group and the stage cancels its job."""
+    import _thread
+    import threading
+
+    from orchestration.runner import run_streaming
+
+    proj = _project(tmp_path, epochs=500)
+    seen: list[str] = []  # the stage's stdout lines, as Dagster logs them
+    started: list[Path] = []
+
+    def interrupt_when_training() -> None:
+        started.append(_wait_for_training(proj))
+        _thread.interrupt_main()
+
+    t = threading.Thread(target=interrupt_when_training, daemon=True)
+    t.start()
+    with pytest.raises(KeyboardInterrupt):
+        run_streaming([SSLOPS, "--quiet", "train-teacher"], proj, seen.append)
+    t.join(5)
+    (job_dir,) = started
+    assert _job_pids(f"{job_dir.name}/params.yaml") == []
+    assert json.loads((job_dir / "job.json").read_text())["state"].startswith("CANCELLED")
+    assert any("interrupted: cancelling the job" in s for s in seen)
