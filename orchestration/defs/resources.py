@@ -31,7 +31,7 @@ class StageRunner(dg.ConfigurableResource):
     def run(self, context: Any, dvc_stage: str, cli: tuple[str, ...]) -> None:
         cmd = stage_command(self.mode, self.root, dvc_stage, cli, self.params_file)
         context.log.info(f"running: {' '.join(cmd)} (cwd {self.root})")
-        env = {RUN_ID_ENV: context.run_id}  # job labels and records name the run
+        env = {RUN_ID_ENV: context.run.run_id}  # job labels and records name the run
         code, tail = run_streaming(cmd, self.root, context.log.info, env)
         if code != 0:
             raise dg.Failure(

@@ -12,6 +12,7 @@ an interrupt (Ctrl-C, SIGTERM, a cancelled Dagster run) cancels the job before r
 from __future__ import annotations
 
 import collections
+import json
 import re
 import signal
 import sys
@@ -25,13 +26,15 @@ from typing import Any, TextIO
 
 from torchx.runner import Runner, get_runner
 from torchx.schedulers.api import Stream
-from torchx.specs import AppDef, AppDryRunInfo, AppState, is_terminal
+from torchx.specs import AppDef, AppDryRunInfo, AppState, is_terminal, make_app_handle
 
 from ssl_core.launch.settings import LaunchConfig
 
 TRANSIENT_HTTP = {429, 500, 502, 503, 504}
 #: job log lines quoted first when a job fails (under torchrun the tail is its own traceback)
 ERROR_LINE = re.compile(r"\(job\): error:|^\[?[\w.]*(Error|Exception)\b: ")
+#: the time the Kubernetes API server puts before each log line (TorchX asks timestamps=true)
+K8S_STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z ")
 LOCAL_POLL_S = 0.1  # local_cwd status is a waitpid, not an API call: poll fast
 MAX_STATUS_ERRORS = 20  # consecutive failed status polls before giving up on a job
 
@@ -69,6 +72,25 @@ def is_transient(err: BaseException) -> bool:
     return isinstance(err, ConnectionError | TimeoutError | Urllib3Error)
 
 
+def brief_error(err: BaseException) -> str:
+    """One line about an error: for an API error its HTTP status, reason and the server's
+    message (``str()`` of a kubernetes ``ApiException`` is its response headers and body)."""
+    status = getattr(err, "status", None)
+    if isinstance(status, int):
+        try:
+            message = json.loads(getattr(err, "body", None) or "{}").get("message", "")
+        except (ValueError, AttributeError):
+            message = ""
+        head = f"HTTP {status} {getattr(err, 'reason', None) or ''}".strip()
+        return f"{head}: {message}" if message else head
+    return " ".join(f"{type(err).__name__}: {err}".split())[:300]
+
+
+def already_exists(err: BaseException) -> bool:
+    """A create refused with 409 (TorchX's kubernetes scheduler re-raises it as ValueError)."""
+    return any(getattr(e, "status", None) == 409 for e in (err, err.__cause__))
+
+
 def scheduler_cfg(runner: Runner, launch: LaunchConfig) -> dict[str, Any]:
     """Run options: ``launch.scheduler_args`` plus namespace/queue/service_account where the
     scheduler has such an option."""
@@ -85,12 +107,37 @@ def _submit(runner: Runner, info: AppDryRunInfo, launch: LaunchConfig, say: Call
         try:
             return runner.schedule(info)
         except Exception as e:
+            if attempt > 0 and launch.scheduler == "kubernetes" and already_exists(e):
+                # an earlier attempt was committed after all (its answer was lost): the name
+                # is unique to this dry-run, so the job is ours
+                ns = (info._cfg or {}).get("namespace") or "default"
+                name = info.request.resource["metadata"]["name"]
+                say(f"submitted by an earlier attempt ({brief_error(e)})")
+                return make_app_handle(launch.scheduler, runner.name(), f"{ns}:{name}")
             if attempt == launch.submit_retries or not is_transient(e):
-                raise
+                why = "not retried" if not is_transient(e) else f"{attempt + 1} attempts"
+                raise JobFailed(
+                    f"could not submit the job to {launch.scheduler} ({why}): {brief_error(e)}",
+                    state="NOT_SUBMITTED",
+                ) from e
             delay = min(30.0, 2.0**attempt)
-            say(f"submit failed ({type(e).__name__}: {str(e)[:200]}); retry in {delay:.0f}s")
+            say(f"submit failed ({brief_error(e)}); retry in {delay:.0f}s")
             time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+@contextmanager
+def torchx_runner() -> Iterator[Runner]:
+    """``get_runner()`` that leaves the process's SIGINT/SIGTERM handlers as they were
+    (TorchX's local scheduler installs its own when created and never removes them)."""
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with get_runner() as runner:
+            yield runner
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for s, h in old.items():
+                signal.signal(s, h)
 
 
 @contextmanager
@@ -158,6 +205,7 @@ class _LogFollower:
 
     def _follow(self, role: str, k: int, prefix: str) -> None:
         seen = 0  # a re-opened stream starts from the beginning: skip what was already shown
+        last_try = False
         while True:
             try:
                 items = self.runner.log_lines(
@@ -166,17 +214,20 @@ class _LogFollower:
                 for n, line in enumerate(_whole_lines(items, self.partial), 1):
                     if n > seen:
                         seen = n
-                        self._emit(prefix + line)
+                        self._emit(prefix + line, K8S_STAMP.sub("", line, count=1))
                 return
             except Exception as e:  # pod not started yet, API hiccup: retry until the end
-                if self.done.wait(2.0):
-                    self._emit(f"{prefix}(log stream ended: {type(e).__name__}: {str(e)[:200]})")
+                if last_try:
+                    self._emit(f"{prefix}(log stream ended: {brief_error(e)})")
                     return
+                # once the job has ended, one more read: its pods' logs are complete now
+                last_try = self.done.wait(2.0)
 
-    def _emit(self, line: str) -> None:
+    def _emit(self, line: str, text: str | None = None) -> None:
+        """``line`` as shown and kept; ``text``: the job's own text (no prefix, no time)."""
         with self.lock:
             self.tail.append(line)
-            if ERROR_LINE.search(line):
+            if ERROR_LINE.search(line if text is None else text):
                 self.errors.append(line)
             self.file.write(line + "\n")
             self.file.flush()
@@ -207,7 +258,8 @@ def _wait(runner: Runner, handle: str, launch: LaunchConfig, follower: _LogFollo
         except Exception as e:
             errors += 1
             if errors >= MAX_STATUS_ERRORS or not is_transient(e):
-                raise JobFailed(f"job {handle}: cannot read its status: {e}", handle) from e
+                msg = f"job {handle}: cannot read its status: {brief_error(e)}"
+                raise JobFailed(msg, handle) from e
             status = None
         if status is not None:
             if status.state != state:
@@ -247,7 +299,7 @@ def run_job(
     """
     echo, status_out = echo or sys.stderr, status_out or sys.stdout
     t0 = time.monotonic()
-    with get_runner() as runner:
+    with torchx_runner() as runner:
         info = runner.dryrun(app, launch.scheduler, cfg=scheduler_cfg(runner, launch),
                              workspace=None)  # fmt: skip
         if patch is not None:
@@ -265,8 +317,11 @@ def run_job(
             )
             try:
                 state = _wait(runner, handle, launch, follower, say)
-            except BaseException:
-                say("interrupted: cancelling the job")
+            except BaseException as e:
+                why = (
+                    "interrupted" if isinstance(e, JobInterrupted | KeyboardInterrupt) else "failed"
+                )
+                say(f"{why}: cancelling the job")
                 _cancel(runner, handle, launch)
                 follower.close(timeout=5.0)
                 raise
@@ -290,9 +345,15 @@ def _cancel(runner: Runner, handle: str, launch: LaunchConfig) -> None:
         runner.cancel(handle)  # local_cwd: SIGTERM to the job's process group, SIGKILL after 10s
         end = time.monotonic() + 60.0
         while time.monotonic() < end:
-            st = runner.status(handle)
+            try:
+                st = runner.status(handle)
+            except Exception as e:
+                if getattr(e, "status", None) == 404:  # deleted: the job object is gone
+                    return
+                raise
             if st is None or is_terminal(st.state):
                 return
             time.sleep(launch.poll_interval_s)
     except Exception as e:  # the stage fails anyway; say what could not be cleaned up
-        print(f"job {handle}: cancel failed ({e}); stop it by hand", file=sys.stderr, flush=True)
+        msg = f"job {handle}: cancel failed ({brief_error(e)}); stop it by hand"
+        print(msg, file=sys.stderr, flush=True)

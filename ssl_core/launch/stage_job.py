@@ -86,13 +86,11 @@ def _app_and_patch(params: Params, stage: str, job_id: str, snapshot: str):
 def render_stage_job(params: Params, stage: str) -> str:
     """What ``stage`` would submit to ``launch.scheduler`` (the dry-run request, as YAML for
     kubernetes); contacts no scheduler (``sslops job-spec``)."""
-    from torchx.runner import get_runner
-
-    from ssl_core.launch.launcher import scheduler_cfg
+    from ssl_core.launch.launcher import scheduler_cfg, torchx_runner
 
     snapshot = str(jobs_root(params) / f"{stage}-<time>" / "params.yaml")
     app, patch = _app_and_patch(params, stage, f"{stage}-<time>", snapshot)
-    with get_runner() as runner:
+    with torchx_runner() as runner:
         cfg = scheduler_cfg(runner, params.launch)
         info = runner.dryrun(app, params.launch.scheduler, cfg=cfg, workspace=None)
     patch(info)

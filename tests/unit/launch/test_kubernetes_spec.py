@@ -8,11 +8,10 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 import yaml
-from torchx.runner import get_runner
 
 from ssl_core.config import load_params
 from ssl_core.launch.component import LaunchError, stage_app
-from ssl_core.launch.launcher import scheduler_cfg
+from ssl_core.launch.launcher import scheduler_cfg, torchx_runner
 from ssl_core.launch.settings import JOB_STAGES, JobResources
 from ssl_core.launch.volcano import POD_UID, harden, job_labels, label_value
 
@@ -27,7 +26,7 @@ def launch():
 
 def _dryrun(stage: str, launch, run_id: str = "0f1e2d3c-aaaa-bbbb-cccc-1234567890ab"):
     app = stage_app(stage, launch, SNAPSHOT.replace("train-teacher", stage), f"sslops-{stage}")
-    with get_runner() as runner:
+    with torchx_runner() as runner:
         cfg = scheduler_cfg(runner, launch)
         info = runner.dryrun(app, "kubernetes", cfg=cfg, workspace=None)
     harden(info, job_labels(stage, run_id, "a" * 40 + "+dirty"))
