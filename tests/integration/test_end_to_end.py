@@ -61,6 +61,7 @@ def test_whole_graph_dagster_then_dvc(tmp_path):
     assert "Data and pipelines are up to date" in run([dvc_bin(), "status"], project)
     out = run([dvc_bin(), "repro"], project)
     assert "Running stage" not in out
+    _push_then_pull_into_a_fresh_clone(project, tmp_path)
 
     # broken files quarantined, report written for every model
     manifest_stats = json.loads((project / "data/manifest/lineage.json").read_text())["stats"]
@@ -99,3 +100,21 @@ def test_failing_gx_check_blocks_downstream(tmp_path):
     assert [c.passed for c in evals] == [False]
     assert evals[0].metadata["failed_expectations"].value == 1
     assert not (project / "data/embeddings").exists()
+
+
+def _push_then_pull_into_a_fresh_clone(project: Path, tmp_path: Path) -> None:
+    """Artifacts between machines: the default remote (a local folder in the repository's
+    .dvc/config; here at a temp url) takes a push; a clone pulls it and has nothing to redo."""
+    remote = tmp_path / "remote"
+    run([dvc_bin(), "remote", "add", "-d", "sslops", str(remote)], project)
+    run([dvc_bin(), "push"], project)
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    run([*git, "add", "-A"], project)
+    run([*git, "commit", "-q", "-m", "pipeline run"], project)  # dvc.lock files included
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    assert not (clone / "data/teacher").exists()
+    run([dvc_bin(), "pull"], clone)
+    assert (clone / "data/teacher/model.safetensors").is_file()
+    assert "Data and pipelines are up to date" in run([dvc_bin(), "status"], clone)
+    assert "Running stage" not in run([dvc_bin(), "repro"], clone)

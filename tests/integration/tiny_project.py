@@ -34,7 +34,7 @@ def make_tiny_project(dest: Path, overrides: dict | None = None, with_dvc: bool 
     shutil.copytree(
         REPO / "ssl_core", dest / "ssl_core", ignore=shutil.ignore_patterns("__pycache__")
     )
-    for f in ("dvc.yaml", ".dvcignore", "demo/dvc.yaml", "data/labels/README.md"):
+    for f in ("dvc.yaml", ".dvcignore", ".gitignore", "demo/dvc.yaml", "data/labels/README.md"):
         if (REPO / f).exists():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / f, dest / f)
