@@ -39,9 +39,11 @@ class _Lines:
 def progress_bar(iterable: Any = None, *, enabled: bool = True, **kwargs: Any) -> tqdm:
     """``tqdm(iterable, disable=not enabled, **kwargs)``, in line mode inside a job."""
     if enabled and os.environ.get(PROGRESS_ENV) == "lines":
+        interval = float(os.environ.get(INTERVAL_ENV, "15"))
         kwargs.update(
             file=_Lines(sys.stderr),
-            mininterval=float(os.environ.get(INTERVAL_ENV, "15")),
+            mininterval=interval,
+            maxinterval=interval,  # tqdm's monitor thread would force a redraw every 10 s
             bar_format="{l_bar}{r_bar}",  # no bar glyphs in a log line
         )
     return tqdm(iterable, disable=not enabled, **kwargs)
