@@ -9,6 +9,7 @@ Examples::
     sslops check manifest         # GX suite; non-zero exit when it fails
     sslops embed && sslops dedup && sslops cluster && sslops curate
     sslops train-teacher && sslops distill && sslops evaluate
+    sslops lineage teacher [--json] [--paths-out images.csv]   # audit an artifact
 
 embed, train-teacher and distill run as TorchX jobs on ``launch.scheduler`` (local_cwd: this
 machine; kubernetes: a Volcano job) and wait for them.
@@ -31,7 +32,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ssl_core.config import ConfigError, load_params
+from ssl_core.config import ConfigError, Params, load_params
 from ssl_core.data.labels import LabelsError
 from ssl_core.launch.launcher import JobFailed, JobInterrupted
 from ssl_core.launch.settings import JOB_STAGES
@@ -74,6 +75,21 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument(
         "suite", choices=["manifest", "dedup", "curated", "teacher", "students", "report"]
     )
+    lin = sub.add_parser(
+        "lineage",
+        help="audit an artifact: commit, params, input hashes up to the raw pool, its images",
+    )
+    lin.add_argument(
+        "target",
+        help="asset name (teacher, curated_dataset, students/<name>, ...) or a path in an "
+        "output folder (e.g. data/teacher/model.safetensors)",
+    )
+    lin.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    lin.add_argument(
+        "--paths-out",
+        metavar="FILE",
+        help="write every raw image path with its reason (used or why dropped): .csv or .parquet",
+    )
     return p
 
 
@@ -106,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                 params = params.model_copy(update={"launch": launch})
             print(render_stage_job(params, args.stage))
             return 0
+        if args.command == "lineage":
+            return _lineage(params, args)
         if args.command == "check":
             from ssl_core.stages import checks
 
@@ -126,6 +144,21 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args.command, f"interrupted ({e}); its job was cancelled", 130)
     except (ConfigError, FileNotFoundError, ValueError, LabelsError) as e:
         return _fail(args.command, str(e), 2)
+
+
+def _lineage(params: Params, args: argparse.Namespace) -> int:
+    """Exit 0: consistent; 1: a mismatch or a stage not run; 2: bad target or --paths-out."""
+    from ssl_core.audit import audit
+
+    try:
+        result = audit(params, args.target, args.paths_out)
+    except ValueError as e:
+        if args.json:
+            print(json.dumps({"error": str(e)}))
+        print(f"sslops lineage: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.to_dict(), default=str) if args.json else result.text())
+    return 0 if result.verdict == "consistent" else 1
 
 
 def _fail(command: str, error: str, code: int) -> int:
