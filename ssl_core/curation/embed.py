@@ -110,10 +110,12 @@ def make_embedder(spec: str, image_size: int, seed: int = 0, preset: str = "tiny
         return PixelEmbedder(image_size)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if spec == "bootstrap":
-        from ssl_core.models.presets import build_vit
+        from ssl_core.models.presets import build_backbone
 
         torch.manual_seed(seed)  # init RNG scoped to this call; embeddings are reproducible
-        model = build_vit(preset, img_size=image_size, layerscale_init=BOOTSTRAP_LAYERSCALE_INIT)
+        model = build_backbone(
+            preset, img_size=image_size, layerscale_init=BOOTSTRAP_LAYERSCALE_INIT
+        )
         fp = {
             "spec": "bootstrap",
             "preset": preset,

@@ -6,6 +6,11 @@ safetensors file, a ``.pth`` (``torch.load(weights_only=True)``) or a dict, and 
 "chunked blocks" keys (``blocks.<chunk>.<i>.*`` → ``blocks.<i>.*``). ``save_backbone`` writes
 safetensors atomically with the config JSON in the file metadata (used on load when present,
 so e.g. non-64-wide heads round-trip).
+
+XCiT backbones (:mod:`ssl_core.models.xcit`) are saved and loaded by the same functions: their
+config JSON carries ``"arch": "xcit"`` (a ViT config has no ``arch`` key), which picks the
+architecture on load. XCiT has no official DINOv2 layout, so its architecture cannot be inferred
+from shapes: a bare XCiT state dict needs ``config=``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ssl_core.models.mlp import swiglu_hidden_dim
+from ssl_core.models.presets import Backbone, BackboneConfig, build_from_config, config_from_dict
 from ssl_core.models.vit import VisionTransformer, ViTConfig
+from ssl_core.models.xcit import XCiT
 from ssl_core.utils.atomic import atomic_path
 
 HEAD_DIM = 64
@@ -76,6 +83,11 @@ def infer_config(state_dict: StateDict, num_heads: int | None = None) -> ViTConf
         ValueError: Naming the offending key when a required key is missing or malformed.
     """
     sd = flatten_chunked_blocks(state_dict)
+    if any(k.startswith("cls_attn_blocks.") for k in sd):
+        raise ValueError(
+            "state dict is an XCiT backbone (cls_attn_blocks.*), whose architecture is not "
+            "inferred from shapes; pass config= or load the .safetensors written by save_backbone"
+        )
     width = _require(sd, "cls_token", 3).shape[-1]
     proj = _require(sd, "patch_embed.proj.weight", 4)  # (D, C, P, P)
     if proj.shape[0] != width or proj.shape[2] != proj.shape[3]:
@@ -142,7 +154,7 @@ def check_state_dict(model: nn.Module, state_dict: StateDict) -> None:
             )
 
 
-def _read(src: str | Path) -> tuple[dict[str, Tensor], ViTConfig | None]:
+def _read(src: str | Path) -> tuple[dict[str, Tensor], BackboneConfig | None]:
     path = Path(src)
     if not path.is_file():
         raise FileNotFoundError(path)
@@ -150,7 +162,7 @@ def _read(src: str | Path) -> tuple[dict[str, Tensor], ViTConfig | None]:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         cfg = meta.get(CONFIG_METADATA_KEY)
-        return load_file(str(path)), ViTConfig.from_dict(json.loads(cfg)) if cfg else None
+        return load_file(str(path)), config_from_dict(json.loads(cfg)) if cfg else None
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(obj, Mapping):
         raise ValueError(f"{path} does not hold a state dict (got {type(obj).__name__})")
@@ -159,16 +171,17 @@ def _read(src: str | Path) -> tuple[dict[str, Tensor], ViTConfig | None]:
 
 def load_backbone(
     src: str | Path | StateDict,
-    config: ViTConfig | None = None,
+    config: BackboneConfig | None = None,
     num_heads: int | None = None,
-) -> VisionTransformer:
+) -> Backbone:
     """Build a backbone and load official-layout weights into it.
 
     Args:
         src: A ``.safetensors`` path, another path read with ``torch.load(weights_only=True)``,
             or a state dict.
-        config: Architecture to use; default: the config stored in safetensors metadata, else
-            :func:`infer_config`.
+        config: Architecture to use (a :class:`ViTConfig` or an XCiT config); default: the
+            config stored in safetensors metadata (its ``arch`` picks ViT or XCiT), else
+            :func:`infer_config` (ViT only).
         num_heads: Passed to :func:`infer_config` when inferring.
 
     Returns:
@@ -183,24 +196,25 @@ def load_backbone(
         raw, meta_cfg = _read(src)
     sd = flatten_chunked_blocks(raw)
     cfg = config or meta_cfg or infer_config(sd, num_heads=num_heads)
-    model = VisionTransformer(cfg)
+    model = build_from_config(cfg)
     check_state_dict(model, sd)
     model.load_state_dict(sd, strict=True)
     return model.eval()
 
 
-def _find_vit(model: nn.Module) -> VisionTransformer:
+def _find_vit(model: nn.Module) -> Backbone:
     for m in model.modules():
-        if isinstance(m, VisionTransformer):
+        if isinstance(m, VisionTransformer | XCiT):
             return m
-    raise ValueError(f"{type(model).__name__} contains no VisionTransformer")
+    raise ValueError(f"{type(model).__name__} contains no VisionTransformer or XCiT")
 
 
 def export_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """Official-layout tensors (detached, contiguous CPU copies) of a backbone.
 
     Args:
-        model: A :class:`VisionTransformer` or a module containing one (the first found).
+        model: A :class:`VisionTransformer` or XCiT, or a module containing one (the first
+            found). XCiT tensors include its BatchNorm buffers.
     """
     vit = _find_vit(model)
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in vit.state_dict().items()}
@@ -210,7 +224,7 @@ def save_backbone(model: nn.Module, path: str | Path) -> Path:
     """Atomically write the backbone as safetensors in the official layout.
 
     Args:
-        model: A :class:`VisionTransformer` or a module containing one.
+        model: A :class:`VisionTransformer` or XCiT, or a module containing one.
         path: Destination file (conventionally ``*.safetensors``).
 
     Returns:

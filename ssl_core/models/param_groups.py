@@ -1,9 +1,10 @@
 """Optimizer parameter groups with layer-wise lr decay and no weight decay on 1-D params.
 
 Layer ids follow upstream DINOv2: 0 for the embeddings (patch_embed, cls/register/mask tokens,
-pos_embed), ``i + 1`` for block ``i``, ``depth + 1`` for the final norm (and anything else,
-e.g. heads). ``lr_multiplier = layer_decay ** (depth + 1 - layer_id)``, times
-``patch_embed_lr_mult`` for the patch embedding.
+pos_embed; XCiT's Fourier ``pos_embed.proj``), ``i + 1`` for block ``i``, ``depth + 1`` for the
+final norm (and anything else, e.g. heads and XCiT's ``cls_attn_blocks``).
+``lr_multiplier = layer_decay ** (depth + 1 - layer_id)``, times ``patch_embed_lr_mult`` for the
+patch embedding.
 """
 
 from __future__ import annotations
@@ -14,22 +15,24 @@ from typing import Any
 from torch import nn
 
 from ssl_core.models.vit import VisionTransformer
+from ssl_core.models.xcit import XCiT
 
 _TOKEN_RE = re.compile(r"(^|\.)(cls_token|pos_embed|register_tokens|mask_token)$")
 _PATCH_RE = re.compile(r"(^|\.)patch_embed\.")
+_POS_MODULE_RE = re.compile(r"(^|\.)pos_embed\.")  # XCiT's Fourier projection (a ViT has none)
 _BLOCK_RE = re.compile(r"(^|\.)blocks\.(\d+)\.(?:(\d+)\.)?")
 
 
 def _depth_of(model: nn.Module) -> int:
     for m in model.modules():
-        if isinstance(m, VisionTransformer):
+        if isinstance(m, VisionTransformer | XCiT):
             return m.config.depth
-    raise ValueError("model contains no VisionTransformer; pass depth= explicitly")
+    raise ValueError("model contains no VisionTransformer or XCiT; pass depth= explicitly")
 
 
 def layer_id(name: str, depth: int) -> int:
     """Layer id of a parameter name (see module docstring); chunked ``blocks.C.I`` accepted."""
-    if _TOKEN_RE.search(name) or _PATCH_RE.search(name):
+    if _TOKEN_RE.search(name) or _PATCH_RE.search(name) or _POS_MODULE_RE.search(name):
         return 0
     m = _BLOCK_RE.search(name)
     if m:

@@ -1,4 +1,10 @@
-"""Named backbone presets (DINOv2 sizes plus a CPU-sized ``tiny``)."""
+"""Named backbone presets: DINOv2 ViT sizes, XCiT sizes, and CPU-sized ones for the demos.
+
+The preset name decides the architecture: ``xcit_*`` presets build an
+:class:`~ssl_core.models.xcit.XCiT`, the others a
+:class:`~ssl_core.models.vit.VisionTransformer`. Both take the same recipe overrides
+(``img_size``, ``patch_size``, ``num_register_tokens``, ``drop_path_rate``, ``layerscale_init``).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,12 @@ import dataclasses
 from typing import Any
 
 from ssl_core.models.vit import VisionTransformer, ViTConfig
+from ssl_core.models.xcit import XCiT, XCiTConfig
 
-_PRESETS: dict[str, ViTConfig] = {
+Backbone = VisionTransformer | XCiT
+BackboneConfig = ViTConfig | XCiTConfig
+
+_PRESETS: dict[str, BackboneConfig] = {
     # CPU demos on 32 px images (patch 4 → 8x8 grid).
     "tiny": ViTConfig(img_size=32, patch_size=4, embed_dim=192, depth=6, num_heads=3),
     # CPU demo student (~0.8 M parameters, a quarter of tiny's compute at 32 px).
@@ -19,38 +29,77 @@ _PRESETS: dict[str, ViTConfig] = {
     "giant": ViTConfig(
         img_size=224, patch_size=14, embed_dim=1536, depth=40, num_heads=24, ffn_layer="swiglu"
     ),
+    # XCiT (El-Nouby et al. 2021) T12/16 and S12/16, as DINO ships them (2 class-attention layers).
+    "xcit_tiny": XCiTConfig(img_size=224, patch_size=16, embed_dim=192, depth=12, num_heads=4),
+    "xcit_small": XCiTConfig(img_size=224, patch_size=16, embed_dim=384, depth=12, num_heads=8),
+    # CPU demo XCiT (~1.3 M parameters) on the 28 px demo: patch 4 (two 3x3/2 convs, the paper's
+    # stem shortened) → 7x7 grid. The demo recipe's patch_size: 7 also works (stem = one 7x7/7
+    # conv + BatchNorm, see ssl_core.models.xcit_config.stem_stages).
+    "xcit_demo": XCiTConfig(img_size=28, patch_size=4, embed_dim=128, depth=4, num_heads=4),
 }
 
 
 def list_presets() -> list[str]:
-    """Names accepted by :func:`get_config` and :func:`build_vit`."""
+    """Names accepted by :func:`get_config` and :func:`build_backbone`."""
     return list(_PRESETS)
 
 
-def get_config(name: str, **overrides: Any) -> ViTConfig:
+def get_config(name: str, **overrides: Any) -> BackboneConfig:
     """Config of a preset with field overrides applied (and re-validated).
 
     Args:
         name: Preset name, see :func:`list_presets`.
-        **overrides: :class:`ViTConfig` fields to replace, e.g. ``num_register_tokens=4``.
+        **overrides: Fields of the preset's config class (:class:`ViTConfig` or
+            :class:`XCiTConfig`) to replace, e.g. ``num_register_tokens=4``.
 
     Raises:
         ValueError: Unknown preset name or unknown/invalid override.
     """
     if name not in _PRESETS:
-        raise ValueError(f"unknown ViT preset {name!r}; valid names: {', '.join(_PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(ViTConfig)}
+        raise ValueError(f"unknown backbone preset {name!r}; valid names: {', '.join(_PRESETS)}")
+    base = _PRESETS[name]
+    fields = {f.name for f in dataclasses.fields(base)}
     bad = sorted(set(overrides) - fields)
     if bad:
-        raise ValueError(f"unknown ViTConfig fields {bad}; valid: {sorted(fields)}")
-    return dataclasses.replace(_PRESETS[name], **overrides)
+        raise ValueError(f"unknown {type(base).__name__} fields {bad}; valid: {sorted(fields)}")
+    return dataclasses.replace(base, **overrides)
+
+
+def build_from_config(config: BackboneConfig) -> Backbone:
+    """Freshly initialised backbone of a config: :class:`XCiT` or :class:`VisionTransformer`."""
+    if isinstance(config, XCiTConfig):
+        return XCiT(config)
+    if isinstance(config, ViTConfig):
+        return VisionTransformer(config)
+    raise TypeError(f"not a backbone config: {type(config).__name__}")
+
+
+def config_from_dict(d: dict[str, Any]) -> BackboneConfig:
+    """Inverse of ``config.to_dict()`` for both architectures (``arch: xcit`` or none = ViT)."""
+    return XCiTConfig.from_dict(d) if d.get("arch") == "xcit" else ViTConfig.from_dict(d)
+
+
+def build_backbone(name: str, **overrides: Any) -> Backbone:
+    """Build a freshly initialised backbone (ViT or XCiT, by preset) from a preset.
+
+    Args:
+        name: Preset name, see :func:`list_presets`.
+        **overrides: Config fields to replace (see :func:`get_config`).
+    """
+    return build_from_config(get_config(name, **overrides))
 
 
 def build_vit(name: str, **overrides: Any) -> VisionTransformer:
-    """Build a freshly initialised backbone from a preset.
+    """Build a freshly initialised ViT from a ViT preset.
 
     Args:
-        name: Preset name (``tiny``, ``small``, ``base``, ``large``, ``giant``).
+        name: Preset name (``tiny``, ``small``, ``base``, ``large``, ``giant``, ...).
         **overrides: :class:`ViTConfig` fields to replace.
+
+    Raises:
+        ValueError: ``name`` is not a ViT preset (use :func:`build_backbone` for XCiT).
     """
-    return VisionTransformer(get_config(name, **overrides))
+    cfg = get_config(name, **overrides)
+    if not isinstance(cfg, ViTConfig):
+        raise ValueError(f"preset {name!r} is not a ViT; use build_backbone")
+    return VisionTransformer(cfg)

@@ -24,8 +24,7 @@ from torch import nn
 
 from ssl_core.config import DistillConfig
 from ssl_core.models.official import load_backbone
-from ssl_core.models.presets import get_config
-from ssl_core.models.vit import VisionTransformer, ViTConfig
+from ssl_core.models.presets import Backbone, BackboneConfig, build_from_config, get_config
 from ssl_core.train.outputs import HEAD, HEAD_METADATA_KEY, MODEL
 from ssl_core.train.runtime import Runtime
 from ssl_core.train.ssl_model import SSLModel, SSLNet, make_head_config
@@ -34,8 +33,9 @@ from ssl_core.train.trainer import StepHook, fit
 __all__ = ["distill_student", "load_teacher", "student_config"]
 
 
-def student_config(name: str, **overrides: Any) -> ViTConfig:
-    """Config of a student preset from :mod:`ssl_core.models.presets` (ValueError lists names)."""
+def student_config(name: str, **overrides: Any) -> BackboneConfig:
+    """Config of a student preset from :mod:`ssl_core.models.presets` (ValueError lists names);
+    ``xcit_*`` presets give an XCiT student, the others a ViT, whatever the teacher is."""
     return get_config(name, **overrides)
 
 
@@ -59,7 +59,7 @@ def load_teacher(teacher_dir: Path) -> tuple[SSLNet, dict[str, Any]]:
             f"teacher head not found: {head_path}. Distillation matches the teacher's prototype "
             "outputs, so it needs the DINO head written by train_teacher (head.safetensors)."
         )
-    backbone: VisionTransformer = load_backbone(model_path)
+    backbone: Backbone = load_backbone(model_path)
     with safe_open(str(head_path), framework="pt") as f:
         meta = f.metadata() or {}
     if HEAD_METADATA_KEY not in meta:
@@ -135,7 +135,7 @@ def distill_student(
             cfg.head_nlayers,
             t_head["separate_ibot_head"],
         )
-        model = SSLModel(SSLNet(VisionTransformer(s_cfg), head), teacher=teacher)
+        model = SSLModel(SSLNet(build_from_config(s_cfg), head), teacher=teacher)
         config_json = {
             "role": "student",
             "student_preset": student_preset,

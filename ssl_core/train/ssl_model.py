@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ssl_core.models.heads import DINOHead
-from ssl_core.models.vit import VisionTransformer
+from ssl_core.models.presets import Backbone
 
 __all__ = ["SSLModel", "SSLNet", "make_head_config"]
 
@@ -47,11 +47,11 @@ class SSLNet(nn.Module):
     """Backbone + DINO head (+ separate iBOT head).
 
     Args:
-        backbone: The ViT.
+        backbone: The ViT or XCiT.
         head: Head settings from :func:`make_head_config`.
     """
 
-    def __init__(self, backbone: VisionTransformer, head: dict[str, Any]) -> None:
+    def __init__(self, backbone: Backbone, head: dict[str, Any]) -> None:
         super().__init__()
         self.backbone = backbone
         self.head_config = dict(head)
@@ -205,7 +205,13 @@ class SSLModel(nn.Module):
 
     @torch.no_grad()
     def update_teacher(self, m: float) -> None:
-        """EMA update ``ema <- m * ema + (1 - m) * student`` (all parameters)."""
+        """EMA update ``ema <- m * ema + (1 - m) * student`` (all parameters).
+
+        The backbone's floating-point buffers (BatchNorm running statistics: XCiT's stem and
+        LPI; a ViT has none) are averaged the same way, as timm's ``ModelEma`` does: in
+        distillation the EMA never runs a forward, so its eval-mode statistics would otherwise
+        stay at their initial values.
+        """
         for net in (self.ema, self.student):  # FSDP2 roots keep params gathered after forward
             if hasattr(net, "reshard"):
                 net.reshard()
@@ -213,3 +219,7 @@ class SSLModel(nn.Module):
         st_p = [p.detach() for p in self.student.parameters()]
         torch._foreach_mul_(ema_p, m)
         torch._foreach_add_(ema_p, st_p, alpha=1.0 - m)
+        pairs = zip(self.ema.backbone.buffers(), self.student.backbone.buffers(), strict=True)
+        for eb, sb in pairs:
+            if eb.is_floating_point():
+                eb.lerp_(sb, 1.0 - m)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ssl_core.config import TrainConfig
-from ssl_core.models.presets import build_vit
+from ssl_core.models.presets import build_backbone
 from ssl_core.train.runtime import Runtime
 from ssl_core.train.ssl_model import SSLModel, SSLNet, make_head_config
 from ssl_core.train.trainer import StepHook, fit
@@ -21,9 +21,10 @@ __all__ = ["build_teacher_model", "train_teacher"]
 
 
 def build_teacher_model(cfg: TrainConfig) -> SSLModel:
-    """Student ViT (preset at ``image_size``, registers, drop-path) + heads, and its EMA."""
+    """Student backbone (ViT or XCiT preset at ``image_size``, registers, drop-path) + heads, and
+    its EMA."""
     torch.manual_seed(cfg.seed)
-    backbone = build_vit(
+    backbone = build_backbone(
         cfg.preset,
         img_size=cfg.image_size,
         **({"patch_size": cfg.patch_size} if cfg.patch_size else {}),

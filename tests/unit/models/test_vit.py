@@ -35,7 +35,10 @@ def test_config_rejects_bad_combos():
 
 
 def test_presets():
-    assert list_presets() == ["tiny", "tiny_student", "small", "base", "large", "giant"]
+    assert list_presets() == [
+        "tiny", "tiny_student", "small", "base", "large", "giant",
+        "xcit_tiny", "xcit_small", "xcit_demo",
+    ]  # fmt: skip
     c = get_config("small")
     assert (c.embed_dim, c.depth, c.num_heads, c.patch_size) == (384, 12, 6, 14)
     g = get_config("giant")

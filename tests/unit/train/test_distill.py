@@ -76,7 +76,7 @@ def test_distill_needs_teacher_head(image_pool, teacher_dir, tmp_path):
 def test_student_presets():
     assert student_config("tiny_student").embed_dim == 128
     assert student_config("tiny").embed_dim == 192
-    with pytest.raises(ValueError, match="unknown ViT preset"):
+    with pytest.raises(ValueError, match="unknown backbone preset"):
         student_config("nope")
 
 
