@@ -99,7 +99,7 @@ class EmbedConfig(_Section):
     ViT, or a path to a checkpoint (own or official DINOv2 layout, safetensors)."""
 
     model: str = "pixels"
-    image_size: int = Field(32, gt=0)
+    image_size: int = Field(28, gt=0, description="decode size, px (the demo's native 28)")
     batch_size: int = Field(256, gt=0)
     seed: int = 0
     shard_size: int = Field(
@@ -108,8 +108,20 @@ class EmbedConfig(_Section):
 
 
 class DedupConfig(_Section):
-    near_dup_threshold: float = Field(0.97, gt=0.0, le=1.0)
-    decontam_threshold: float = Field(0.97, gt=0.0, le=1.0)
+    near_dup_threshold: float = Field(
+        0.995,
+        gt=0.0,
+        le=1.0,
+        description="cosine at or above which two images are near duplicates (0.995 on "
+        "mean-centred pixels, measured in docs/curation.md; another embed.model needs its own)",
+    )
+    decontam_threshold: float = Field(
+        0.995,
+        gt=0.0,
+        le=1.0,
+        description="cosine to the nearest eval image at or above which a pool image is "
+        "dropped (decontamination; measured as near_dup_threshold)",
+    )
     k: int = Field(8, gt=1)
     min_kept_fraction: float = Field(0.5, ge=0.0, le=1.0)
 
@@ -137,7 +149,9 @@ class ClusterConfig(_Section):
         "auto", description="clusters per level, or auto (ssl_core.sizing.auto_levels)"
     )
     n_iter: int = Field(25, gt=0)
-    n_resampling_steps: int = Field(0, ge=0)
+    n_resampling_steps: int = Field(
+        2, ge=0, description="resampling rounds per level (ssl_core.curation.hkmeans; 0: none)"
+    )
     max_points_per_centroid: int = Field(
         128,
         ge=1,
@@ -175,7 +189,13 @@ class CurateConfig(_Section):
         return self
 
     strategy: Literal["random", "closest"] = "random"
-    min_cluster_entropy: float = Field(0.8, ge=0.0, le=1.0, description="normalised, 0..1")
+    min_cluster_entropy: float = Field(
+        0.65,
+        ge=0.0,
+        le=1.0,
+        description="gate on the normalised (0..1) top-level cluster entropy after curation; "
+        "measured 0.705-0.76 on the demo (docs/curation.md)",
+    )
     seed: int = 0
 
 
@@ -190,23 +210,41 @@ class _RecipeConfig(_Section):
         "auto", description="passes over the curated set, or auto (ssl_core.sizing)"
     )
     batch_size: int = Field(64, gt=1, description="images per step per process")
-    lr: float = Field(5e-4, gt=0, description="peak AdamW lr after warm-up (not rescaled)")
+    lr: float = Field(
+        1e-3,
+        gt=0,
+        description="peak AdamW lr after warm-up (not rescaled; recipe 4e-3 at batch 1024, "
+        "sqrt-scaled)",
+    )
     min_lr: float = Field(1e-6, ge=0, description="lr at the end of the cosine decay")
     warmup_epochs: float = Field(1.0, ge=0, description="linear lr warm-up from 0")
     weight_decay: float = Field(0.04, ge=0, description="weight decay at step 0")
     weight_decay_end: float = Field(0.2, ge=0, description="weight decay at the end (cosine)")
-    layer_decay: float = Field(0.9, gt=0, le=1, description="layer-wise lr decay factor")
+    layer_decay: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="layer-wise lr decay factor (recipe 0.9 slows the first blocks; no gain in "
+        "short runs)",
+    )
     patch_embed_lr_mult: float = Field(0.2, gt=0, description="extra lr factor, patch embed")
     drop_path_rate: float = Field(0.0, ge=0, lt=1, description="student stochastic depth")
     num_register_tokens: int = Field(4, ge=0, description="register tokens in the backbone")
     layerscale_init: float = Field(
-        1e-5, gt=0, description="layer-scale init (recipe 1e-5; larger learns faster in short runs)"
+        0.1,
+        gt=0,
+        description="layer-scale init (recipe 1e-5: with it the teacher CLS stays ~constant for "
+        "100s of steps; larger learns faster in short runs)",
     )
     head_hidden_dim: int = Field(512, gt=0, description="head MLP width")
     head_bottleneck_dim: int = Field(128, gt=0, description="head bottleneck width")
     head_nlayers: int = Field(3, ge=1, description="Linear layers in the head MLP")
-    freeze_last_layer_epochs: float = Field(1.0, ge=0, description="prototypes frozen this long")
-    n_local_crops: int = Field(4, ge=0, description="local crops per image (2 globals always)")
+    freeze_last_layer_epochs: float = Field(
+        0.5, ge=0, description="prototypes frozen this long (recipe 1 epoch)"
+    )
+    n_local_crops: int = Field(
+        6, ge=0, description="local crops per image (2 globals always; recipe 8)"
+    )
     global_crops_scale: tuple[float, float] = Field(
         (0.32, 1.0), description="area range of the global random-resized crops (DINOv2)"
     )
@@ -223,13 +261,21 @@ class _RecipeConfig(_Section):
     teacher_temp: float = Field(0.04, gt=0, description="teacher temperature at step 0")
     teacher_temp_final: float = Field(0.07, gt=0, description="teacher temperature after warm-up")
     teacher_temp_warmup_epochs: float = Field(
-        1.0, ge=0, description="linear teacher-temperature warm-up"
+        2.0, ge=0, description="linear teacher-temperature warm-up (recipe 30 epochs)"
     )
     centering: Literal["sinkhorn_knopp", "softmax"] = Field(
         "sinkhorn_knopp", description="teacher centring (SK: 3 iterations)"
     )
-    momentum_teacher: float = Field(0.992, gt=0, lt=1, description="EMA momentum at step 0")
-    momentum_teacher_final: float = Field(1.0, gt=0, le=1, description="EMA momentum, end")
+    momentum_teacher: float = Field(
+        0.9,
+        gt=0,
+        lt=1,
+        description="EMA momentum at step 0 (recipe 0.992 -> 1, made for ~10^5 steps: in a few "
+        "hundred the teacher lags too far behind; benchmarks/results/teacher_head_probes.md)",
+    )
+    momentum_teacher_final: float = Field(
+        0.99, gt=0, le=1, description="EMA momentum, end (recipe 1)"
+    )
     dino_weight: float = Field(1.0, ge=0, description="weight of the DINO CLS loss")
     ibot_weight: float = Field(1.0, ge=0, description="weight of the iBOT masked-patch loss")
     mask_probability: float = Field(0.5, ge=0, le=1, description="share of images masked")
@@ -242,8 +288,8 @@ class _RecipeConfig(_Section):
         description="sequence packing of crops; auto: naive until benchmarks/gpu_check.py shows "
         "packing faster on a GPU; true: packed (flex_attention block skipping on CUDA)",
     )
-    checkpoint_every: int = Field(200, gt=0, description="steps between checkpoints")
-    log_every: int = Field(10, gt=0, description="steps between metrics.jsonl lines")
+    checkpoint_every: int = Field(50, gt=0, description="steps between checkpoints")
+    log_every: int = Field(5, gt=0, description="steps between metrics.jsonl lines")
     knn_every: int = Field(
         0, ge=0, description="steps between kNN probes of the EMA model (0: only at the end)"
     )
@@ -285,11 +331,13 @@ class TrainConfig(_RecipeConfig):
     """Teacher pretraining: DINO + iBOT + KoLeo with an EMA teacher (DINOv2 recipe, scaled down)."""
 
     preset: str = Field("tiny", description="backbone preset (ssl_core.models.presets)")
-    image_size: int = Field(32, gt=0, description="decode size = global crop size, px")
+    image_size: int = Field(
+        28, gt=0, description="decode size = global crop size, px (the demo's native 28)"
+    )
     patch_size: int | None = Field(
         None, gt=0, description="ViT patch size (null: the preset's; must divide image_size)"
     )
-    out_dim: int = Field(1024, gt=0, description="DINO / iBOT prototypes K")
+    out_dim: int = Field(512, gt=0, description="DINO / iBOT prototypes K (recipe 65536)")
     separate_ibot_head: bool = Field(False, description="own iBOT head (DINOv2 large models)")
     head_use_bn: bool = Field(
         False,
@@ -315,12 +363,12 @@ class DistillConfig(_RecipeConfig):
     image_size: int | None = Field(
         None, gt=0, description="crop size, px (default: the teacher's training size)"
     )
-    warmup_epochs: float = Field(0.5, ge=0, description="linear lr warm-up from 0")
-    layer_decay: float = Field(1.0, gt=0, le=1, description="layer-wise lr decay factor")
+    warmup_epochs: float = Field(0.2, ge=0, description="linear lr warm-up from 0")
     freeze_last_layer_epochs: float = Field(0.0, ge=0, description="prototypes frozen this long")
     teacher_temp: float = Field(0.07, gt=0, description="teacher temperature at step 0")
     teacher_temp_warmup_epochs: float = Field(0.0, ge=0, description="teacher-temp warm-up")
-    momentum_teacher: float = Field(0.994, gt=0, lt=1, description="student EMA momentum, start")
+    momentum_teacher: float = Field(0.99, gt=0, lt=1, description="student EMA momentum, start")
+    momentum_teacher_final: float = Field(1.0, gt=0, le=1, description="student EMA momentum, end")
     mask_probability: float = Field(
         1.0, ge=0, le=1, description="share of student global crops masked (iBOT on both)"
     )

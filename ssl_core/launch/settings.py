@@ -6,7 +6,10 @@ folder) or ``kubernetes`` (a Volcano job on a GPU cluster; image, namespace, que
 account and the data volume below). Switching that one key is the only change a cluster user
 makes in the project; the cluster side lives in ``k8s/``.
 
-None of these keys changes what a stage computes, so none is part of a stage's params hash.
+How a job runs does not change what it computes, so these keys are not part of a stage's
+params, with one exception: the process counts of train-teacher and distill (``nnodes`` x
+``nproc_per_node`` ranks, each with ``batch_size`` images, make the global batch), which
+dvc.yaml lists as those stages' params.
 """
 
 from __future__ import annotations

@@ -1,12 +1,15 @@
 """The DVC stage graph and the Dagster asset graph are the same graph."""
 
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from orchestration.definitions import defs as load_defs
 from orchestration.graph import GRAPH, PIPELINE_FILES
 from ssl_core.config import load_params
+from tests.integration.tiny_project import dvc_bin
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -113,3 +116,18 @@ def test_demo_builder_writes_only_its_own_folders():
     for name, st in _all_stages().items():
         outs = [next(iter(o)) if isinstance(o, dict) else o for o in st.get("outs", [])]
         assert not {"${paths.pool}", "${paths.labels}"} & set(outs), name
+
+
+@pytest.mark.skipif(dvc_bin() is None, reason="DVC not installed (make setup)")
+def test_dvc_reads_every_pipeline_file_as_the_tests_do():
+    """DVC's own parser (templating, ``wdir``) accepts each pipeline file and finds the same
+    stages as the YAML these tests read; ``dvc stage list`` only reads the files."""
+    stages = _all_stages()
+    for f in PIPELINE_FILES:
+        out = subprocess.run(
+            [dvc_bin(), "stage", "list", f], cwd=REPO, capture_output=True, text=True, check=False
+        )
+        assert out.returncode == 0, out.stderr
+        listed = {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+        expected = {n for n in stages if (n.rpartition(":")[0] or "dvc.yaml") == f}
+        assert listed == expected, f

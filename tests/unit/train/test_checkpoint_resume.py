@@ -80,7 +80,7 @@ def test_runtime_only_settings_still_resume(image_pool, tmp_path, tiny_train_cfg
     assert s["resumed_from_step"] == 2 and s["steps"] == 4
     with caplog.at_level("WARNING", logger="sslops.train"):
         s = train_teacher(
-            cfg.model_copy(update={"lr": 1e-3, "seed": 1}), root, paths, tmp_path, progress=False
+            cfg.model_copy(update={"lr": 2e-3, "seed": 1}), root, paths, tmp_path, progress=False
         )
     assert s["resumed_from_step"] is None
     assert "other parameters (lr, seed)" in caplog.text  # the log names what changed
