@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ssl_core.launch.settings import LaunchConfig
+from ssl_core.orchestration_settings import OrchestrationConfig
 
 
 class _Section(BaseModel):
@@ -401,6 +402,7 @@ class Params(_Section):
     distill: DistillConfig = DistillConfig()
     eval: EvalConfig = EvalConfig()
     launch: LaunchConfig = LaunchConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
 
     @model_validator(mode="before")
     @classmethod

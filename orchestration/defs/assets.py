@@ -2,9 +2,15 @@
 
 import dagster as dg
 
+from orchestration.code_versions import code_versions
 from orchestration.defs.resources import StageRunner
 from orchestration.graph import DEMO_STAGE, GRAPH, StageSpec
+from orchestration.runner import project_dir
 from ssl_core.utils.hashing import sha256_json
+
+# code + params of each stage, as DVC tracks them (orchestration/code_versions.py): an asset
+# whose version differs from its last materialisation's shows as stale in the UI
+CODE_VERSIONS = code_versions(project_dir())
 
 
 def _metadata(spec: StageSpec, runner: StageRunner) -> tuple[dict, str]:
@@ -63,6 +69,7 @@ def _make_asset(spec: StageSpec) -> dg.AssetsDefinition:
         description=spec.description,
         group_name="ssl_pipeline",
         kinds={"python", "dvc"},
+        code_version=CODE_VERSIONS[spec.asset],
         metadata={"dvc_stage": spec.dvc_stage, "cli": "sslops " + " ".join(spec.cli)},
     )
     def _asset(context: dg.AssetExecutionContext, runner: StageRunner) -> dg.MaterializeResult:

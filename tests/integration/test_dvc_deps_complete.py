@@ -40,6 +40,7 @@ JOB_ENTRY = "ssl_core/launch/job.py"
 #: Project code a stage runs that cannot change what the stage writes, so no dep needs it.
 #: Reviewed one by one; a file here is never required, wherever it is imported from.
 PLUMBING = {
+    "ssl_core/orchestration_settings.py": "when the pipeline runs, not what it computes",
     # argument parsing, logging set-up, dispatch (STAGES, modelled above), exit codes; prints
     # the stage's stats to stdout, writes no file.
     "ssl_core/cli.py": "dispatch only",
