@@ -24,6 +24,22 @@ from ssl_core.models.vit_config import ViTConfig
 __all__ = ["ViTConfig", "VisionTransformer"]
 
 
+def token_outputs(
+    norm: nn.Module, x: Tensor, num_registers: int, masks: Tensor | None
+) -> dict[str, Tensor | None]:
+    """Split (B, 1+R+N, D) pre-norm tokens [CLS, registers, patches] into the backbone's output
+    dict (the DINOv2 keys; shared by the ViT and XCiT backbones)."""
+    r = num_registers
+    xn = norm(x)
+    return {
+        "x_norm_clstoken": xn[:, 0],  # (B, D)
+        "x_norm_regtokens": xn[:, 1 : r + 1],  # (B, R, D)
+        "x_norm_patchtokens": xn[:, r + 1 :],  # (B, N, D)
+        "x_prenorm": x,  # (B, 1+R+N, D)
+        "masks": masks,
+    }
+
+
 class VisionTransformer(nn.Module):
     """ViT with CLS + register tokens, iBOT masking and multi-crop (naive or packed) forward.
 
@@ -140,16 +156,7 @@ class VisionTransformer(nn.Module):
         return t
 
     def _outputs(self, x: Tensor, masks: Tensor | None) -> dict[str, Tensor | None]:
-        """Split (B, 1+R+N, D) pre-norm tokens into the output dict."""
-        r = self.num_register_tokens
-        xn = self.norm(x)
-        return {
-            "x_norm_clstoken": xn[:, 0],  # (B, D)
-            "x_norm_regtokens": xn[:, 1 : r + 1],  # (B, R, D)
-            "x_norm_patchtokens": xn[:, r + 1 :],  # (B, N, D)
-            "x_prenorm": x,  # (B, 1+R+N, D)
-            "masks": masks,
-        }
+        return token_outputs(self.norm, x, self.num_register_tokens, masks)
 
     # --------------------------------------------------------------- forward
     def forward_features(self, x: Tensor, masks: Tensor | None = None) -> dict[str, Any]:

@@ -62,6 +62,7 @@ from ssl_core.models.block import NORM_EPS
 from ssl_core.models.drop_path import drop_add_residual_stochastic_depth
 from ssl_core.models.layerscale import LayerScale
 from ssl_core.models.mlp import Mlp
+from ssl_core.models.vit import token_outputs
 from ssl_core.models.xcit_config import XCiTConfig, stem_stages
 
 __all__ = ["XCA", "LPI", "ClassAttentionBlock", "ConvPatchEmbed", "XCiT", "XCiTConfig"]
@@ -415,16 +416,7 @@ class XCiT(nn.Module):
         return c
 
     def _outputs(self, x: Tensor, masks: Tensor | None) -> dict[str, Tensor | None]:
-        """Split (B, 1+R+N, D) pre-norm tokens into the output dict (as the ViT's)."""
-        r = self.num_register_tokens
-        xn = self.norm(x)
-        return {
-            "x_norm_clstoken": xn[:, 0],  # (B, D)
-            "x_norm_regtokens": xn[:, 1 : r + 1],  # (B, R, D)
-            "x_norm_patchtokens": xn[:, r + 1 :],  # (B, N, D)
-            "x_prenorm": x,  # (B, 1+R+N, D)
-            "masks": masks,
-        }
+        return token_outputs(self.norm, x, self.num_register_tokens, masks)
 
     # --------------------------------------------------------------- forward
     def forward_features(self, x: Tensor, masks: Tensor | None = None) -> dict[str, Any]:
