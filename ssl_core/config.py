@@ -277,7 +277,12 @@ class _RecipeConfig(_Section):
     momentum_teacher_final: float = Field(
         0.99, gt=0, le=1, description="EMA momentum, end (recipe 1)"
     )
-    dino_weight: float = Field(1.0, ge=0, description="weight of the DINO CLS loss")
+    dino_weight: float = Field(
+        1.0,
+        ge=0,
+        description="weight of the CLS loss (DINO; train.objective ibot: in-view CLS "
+        "distillation, splitmask: InfoNCE)",
+    )
     ibot_weight: float = Field(1.0, ge=0, description="weight of the iBOT masked-patch loss")
     mask_probability: float = Field(0.5, ge=0, le=1, description="share of images masked")
     mask_ratio_min: float = Field(0.1, ge=0, lt=1, description="patch mask ratio, low end")
@@ -332,6 +337,14 @@ class TrainConfig(_RecipeConfig):
     """Teacher pretraining: DINO + iBOT + KoLeo with an EMA teacher (DINOv2 recipe, scaled down)."""
 
     preset: str = Field("tiny", description="backbone preset (ssl_core.models.presets)")
+    objective: Literal["dinov2", "ibot", "splitmask"] = Field(
+        "dinov2",
+        description="dinov2: DINO + iBOT + KoLeo; small-data modes (10^3-10^4 images, masked "
+        "image modelling as the main signal; ssl_core.train.objectives): ibot: iBOT on every "
+        "global + in-view masked CLS distillation (weight dino_weight), no multi-crop DINO; "
+        "splitmask: each global split into two random halves, each predicts the teacher's "
+        "patch targets on the other, + InfoNCE between the halves' CLS (weight dino_weight)",
+    )
     image_size: int = Field(
         28, gt=0, description="decode size = global crop size, px (the demo's native 28)"
     )

@@ -8,6 +8,10 @@
     L = w_dino * DINO(P_s(all crops), P_t(globals)) + w_ibot * iBOT(masked patches)
         + w_koleo * sum_globals KoLeo(student CLS)
 
+That is ``train.objective: dinov2`` (and distillation). The small-data objectives ``ibot`` and
+``splitmask`` (masked-image modelling as the main signal) replace the forwards and the loss
+terms: :mod:`ssl_core.train.objectives`. Backward, optimiser and EMA steps are shared.
+
 Packing: one packed forward of all crops saves kernel launches. With a dense block-diagonal
 mask a packed row does (sum of lengths)^2 attention work instead of sum(length^2) and measured no
 faster on CPU; the block-skipping path (flex_attention ``BlockMask``, compiled, CUDA only) has
@@ -17,7 +21,6 @@ naive everywhere until a measurement shows packing faster; ``packed="true"`` opt
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any
 
@@ -26,15 +29,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_core.data.augment import MultiCropAugmentation
-from ssl_core.data.masking import sample_masks
 from ssl_core.loss.centering import SoftmaxCenter, sinkhorn_knopp
 from ssl_core.loss.dino import DINOLoss
 from ssl_core.loss.ibot import IBOTPatchLoss
+from ssl_core.loss.info_nce import InfoNCELoss
 from ssl_core.loss.koleo import KoLeoLoss
 from ssl_core.models.heads import cancel_last_layer_gradients
+from ssl_core.train.objectives import compute_terms
 from ssl_core.train.ssl_model import SSLModel
 
-__all__ = ["Losses", "resolve_packed", "softmax_entropies", "train_step"]
+__all__ = ["INFO_NCE_TEMP", "Losses", "resolve_packed", "softmax_entropies", "train_step"]
+
+# InfoNCE temperature of the splitmask objective (SimCLR-style range 0.1-0.5)
+INFO_NCE_TEMP = 0.2
 
 
 def resolve_packed(packed: str | bool, device: torch.device) -> bool:
@@ -54,6 +61,7 @@ class Losses(nn.Module):
         self.dino = DINOLoss(student_temp)
         self.ibot = IBOTPatchLoss(student_temp)
         self.koleo = KoLeoLoss()
+        self.info_nce = InfoNCELoss(INFO_NCE_TEMP)  # splitmask only; no state
         self.dino_center = SoftmaxCenter(out_dim)
         self.ibot_center = SoftmaxCenter(out_dim)
 
@@ -67,12 +75,6 @@ class Losses(nn.Module):
         probs = center.softmax_center_teacher(logits, temp)
         center.update_center(logits)
         return probs
-
-
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -108,46 +110,32 @@ def train_step(
         augment: Multi-crop augmentation (2 globals + ``cfg.n_local_crops`` locals).
         generator: CPU generator for the augmentation and mask randomness of this step.
         sched: Schedule values at this step (:meth:`Schedules.at`).
-        cfg: ``TrainConfig`` / ``DistillConfig`` (weights, mask settings, grad clip).
+        cfg: ``TrainConfig`` / ``DistillConfig`` (objective, weights, mask settings, grad clip).
         packed: Student forward with sequence packing.
 
     Returns:
         Floats: ``loss``, ``dino_loss``, ``ibot_loss``, ``koleo_loss``, ``grad_norm``,
         ``teacher_entropy`` (mean per-sample), ``teacher_marginal_entropy`` (batch mean),
-        ``feature_std`` (normalised teacher CLS, std per dim averaged), ``n_masked``.
+        ``feature_std`` (normalised teacher CLS, std per dim averaged), ``n_masked``. In the
+        small-data objectives ``dino_loss`` is the CLS-level term (in-view CLS distillation for
+        ``ibot``, InfoNCE for ``splitmask``) and the entropies are of the teacher's patch
+        scores (:mod:`ssl_core.train.objectives`), so the keys stay the same in every mode.
     """
-    device = images.device
-    b = images.shape[0]
     crops = augment(images, generator=generator)
-    n_g = len(crops["global"])
-    globals_ = torch.cat(crops["global"])  # (n_g B, C, G, G), crop-major
-    locals_ = torch.cat(crops["local"]) if crops["local"] else None  # (n_l B, C, L, L)
-    grid = globals_.shape[-1] // augment.patch_size
-    masks = sample_masks(
-        n_g * b,
-        (grid, grid),
-        mask_probability=cfg.mask_probability,
-        ratio_range=(cfg.mask_ratio_min, cfg.mask_ratio_max),
-        generator=generator,
-    ).to(device)  # (n_g B, N) bool
-
-    temp = sched["teacher_temp"]
-    with _autocast(device):
-        t_out = model.target.teacher_forward(globals_, masks)
-    t_dino = losses.teacher_probs(t_out["dino_logits"], temp, losses.dino_center)
-    t_ibot = losses.teacher_probs(t_out["ibot_logits"], temp, losses.ibot_center)
-
-    with _autocast(device):
-        s_out = student(globals_, locals_, masks, packed)
-    n_crops = s_out["dino_logits"].shape[0] // b
-    dino = losses.dino(list(s_out["dino_logits"].chunk(n_crops)), list(t_dino.chunk(n_g)))
-    ibot = (
-        losses.ibot(s_out["ibot_logits"], t_ibot, masks)
-        if masks.any()
-        else s_out["ibot_logits"].sum() * 0.0
+    objective = getattr(cfg, "objective", "dinov2")  # DistillConfig: always the DINOv2 losses
+    t = compute_terms(
+        objective,
+        model,
+        student,
+        losses,
+        crops,
+        augment.patch_size,
+        generator,
+        sched["teacher_temp"],
+        cfg,
+        packed,
     )
-    koleo = sum(losses.koleo(c) for c in s_out["cls_global"].chunk(n_g))
-    loss = cfg.dino_weight * dino + cfg.ibot_weight * ibot + cfg.koleo_weight * koleo
+    loss, dino, ibot, koleo = t.loss, t.dino, t.ibot, t.koleo
 
     lr, wd = sched["lr"], sched["wd"]
     for g in optimizer.param_groups:
@@ -164,9 +152,9 @@ def train_step(
     model.update_teacher(sched["momentum"])
 
     with torch.no_grad():
-        feats = F.normalize(t_out["cls"].float(), dim=-1)
+        feats = F.normalize(t.teacher_cls.float(), dim=-1)
         feature_std = float(feats.std(dim=0).mean())
-    h_sample, h_mean = softmax_entropies(t_out["dino_logits"], temp)
+    h_sample, h_mean = softmax_entropies(t.entropy_logits, sched["teacher_temp"])
     return {
         "loss": float(loss.detach()),
         "dino_loss": float(dino.detach()),
@@ -175,7 +163,7 @@ def train_step(
         "grad_norm": float(grad_norm),
         "teacher_entropy": h_sample,
         "teacher_marginal_entropy": h_mean,
-        "log_k": math.log(t_out["dino_logits"].shape[-1]),
+        "log_k": math.log(t.entropy_logits.shape[-1]),
         "feature_std": feature_std,
-        "n_masked": int(masks.sum()),
+        "n_masked": t.n_masked,
     }
