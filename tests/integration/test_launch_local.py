@@ -120,7 +120,7 @@ def _job_pids(marker: str) -> list[int]:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_cancels_the_running_job(tmp_path, sig):
-    proj = _project(tmp_path, epochs=500, nproc=2)  # minutes of work
+    proj = _project(tmp_path, epochs=500, nproc=2, collapse_patience=10**6)  # minutes of work
     proc = subprocess.Popen(
         [SSLOPS, "--quiet", "train-teacher"], cwd=proj, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
@@ -160,7 +160,10 @@ def test_interrupted_orchestrator_cancels_the_job(tmp_path):
 
     from orchestration.runner import run_streaming
 
-    proj = _project(tmp_path, epochs=500)
+    proj = _project(tmp_path, epochs=500, collapse_patience=10**6)  # runs until interrupted
+    # in-process Dagster runs of earlier tests can leave their own SIGINT handler installed
+    # (it records the interrupt instead of raising): a Dagster step gets KeyboardInterrupt
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     seen: list[str] = []  # the stage's stdout lines, as Dagster logs them
     started: list[Path] = []
 
