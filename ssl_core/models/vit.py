@@ -7,7 +7,7 @@ Module parameter names are the official DINOv2 names (``cls_token``, ``pos_embed
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -38,6 +38,39 @@ def token_outputs(
         "x_prenorm": x,  # (B, 1+R+N, D)
         "masks": masks,
     }
+
+
+def forward_by_resolution(
+    xs: list[Tensor],
+    masks_list: list[Tensor | None],
+    patch_size: int,
+    prenorm: Callable[[Tensor, Tensor | None], Tensor],
+    outputs: Callable[[Tensor, Tensor | None], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """One ``prenorm`` forward per input resolution (crops of equal size concatenated; a crop
+    without a mask gets an all-False one when others of its size have masks), split back into
+    one ``outputs`` dict per input, in input order (ViT and XCiT multi-crop forward)."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, x in enumerate(xs):
+        groups.setdefault(tuple(x.shape[-2:]), []).append(i)
+    results: list[dict[str, Any]] = [{} for _ in xs]
+    for idx in groups.values():
+        x = torch.cat([xs[i] for i in idx])
+        m = None
+        if any(masks_list[i] is not None for i in idx):
+            n = (x.shape[-2] // patch_size) * (x.shape[-1] // patch_size)
+            m = torch.cat(
+                [
+                    masks_list[i]
+                    if masks_list[i] is not None
+                    else torch.zeros(xs[i].shape[0], n, dtype=torch.bool, device=x.device)
+                    for i in idx
+                ]
+            )
+        out = prenorm(x, m)
+        for i, o in zip(idx, out.split([xs[i].shape[0] for i in idx]), strict=True):
+            results[i] = outputs(o, masks_list[i])
+    return results
 
 
 class VisionTransformer(nn.Module):
@@ -225,29 +258,14 @@ class VisionTransformer(nn.Module):
                 t = blk(t, attn_mask=attn_mask)
             outs = unpack(t, shapes)
             return [self._outputs(o, m) for o, m in zip(outs, masks_list, strict=True)]
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, x in enumerate(xs):
-            groups.setdefault(tuple(x.shape[-2:]), []).append(i)
-        results: list[dict[str, Any]] = [{} for _ in xs]
-        for idx in groups.values():
-            x = torch.cat([xs[i] for i in idx])
-            m = None
-            if any(masks_list[i] is not None for i in idx):
-                n = (x.shape[-2] // self.patch_size) * (x.shape[-1] // self.patch_size)
-                m = torch.cat(
-                    [
-                        masks_list[i]
-                        if masks_list[i] is not None
-                        else torch.zeros(xs[i].shape[0], n, dtype=torch.bool, device=x.device)
-                        for i in idx
-                    ]
-                )
+
+        def prenorm(x: Tensor, m: Tensor | None) -> Tensor:
             t = self.prepare_tokens_with_masks(x, m)
             for blk in self.blocks:
                 t = blk(t)
-            for i, o in zip(idx, t.split([xs[i].shape[0] for i in idx]), strict=True):
-                results[i] = self._outputs(o, masks_list[i])
-        return results
+            return t
+
+        return forward_by_resolution(xs, masks_list, self.patch_size, prenorm, self._outputs)
 
     def get_intermediate_layers(
         self,

@@ -62,7 +62,7 @@ from ssl_core.models.block import NORM_EPS
 from ssl_core.models.drop_path import drop_add_residual_stochastic_depth
 from ssl_core.models.layerscale import LayerScale
 from ssl_core.models.mlp import Mlp
-from ssl_core.models.vit import token_outputs
+from ssl_core.models.vit import forward_by_resolution, token_outputs
 from ssl_core.models.xcit_config import XCiTConfig, stem_stages
 
 __all__ = ["XCA", "LPI", "ClassAttentionBlock", "ConvPatchEmbed", "XCiT", "XCiTConfig"]
@@ -468,27 +468,13 @@ class XCiT(nn.Module):
         masks_list = list(masks_list) if masks_list is not None else [None] * len(xs)
         if len(masks_list) != len(xs):
             raise ValueError(f"{len(xs)} inputs but {len(masks_list)} masks")
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, x in enumerate(xs):
-            groups.setdefault(tuple(x.shape[-2:]), []).append(i)
-        results: list[dict[str, Any]] = [{} for _ in xs]
-        for idx in groups.values():
-            x = torch.cat([xs[i] for i in idx])
-            m = None
-            if any(masks_list[i] is not None for i in idx):
-                n = (x.shape[-2] // self.patch_size) * (x.shape[-1] // self.patch_size)
-                m = torch.cat(
-                    [
-                        masks_list[i]
-                        if masks_list[i] is not None
-                        else torch.zeros(xs[i].shape[0], n, dtype=torch.bool, device=x.device)
-                        for i in idx
-                    ]
-                )
-            out = self.forward_features(x, m)["x_prenorm"]
-            for i, o in zip(idx, out.split([xs[i].shape[0] for i in idx]), strict=True):
-                results[i] = self._outputs(o, masks_list[i])
-        return results
+        return forward_by_resolution(
+            xs,
+            masks_list,
+            self.patch_size,
+            lambda x, m: self.forward_features(x, m)["x_prenorm"],
+            self._outputs,
+        )
 
     def get_intermediate_layers(
         self,
