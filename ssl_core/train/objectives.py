@@ -122,34 +122,47 @@ def compute_terms(
     return fn(model, student, losses, crops, patch_size, generator, temp, cfg, packed)
 
 
-def _dinov2(model, student, losses, crops, patch_size, generator, temp, cfg, packed) -> Terms:
-    n_g = len(crops["global"])
-    globals_ = torch.cat(crops["global"])  # (n_g B, C, G, G), crop-major
-    locals_ = torch.cat(crops["local"]) if crops["local"] else None  # (n_l B, C, L, L)
-    device, b = globals_.device, crops["global"][0].shape[0]
+def _block_masks(globals_: Tensor, patch_size: int, probability: float, cfg: Any,
+                 generator: torch.Generator) -> Tensor:  # fmt: skip
+    """iBOT block masks for the student's globals: (n_g B, N) bool on their device."""
     grid = globals_.shape[-1] // patch_size
-    masks = sample_masks(
-        n_g * b,
+    return sample_masks(
+        globals_.shape[0],
         (grid, grid),
-        mask_probability=cfg.mask_probability,
+        mask_probability=probability,
         ratio_range=(cfg.mask_ratio_min, cfg.mask_ratio_max),
         generator=generator,
-    ).to(device)  # (n_g B, N) bool
+    ).to(globals_.device)
 
-    with autocast(device):
+
+def _teacher_targets(model, losses, globals_: Tensor, masks: Tensor, temp: float):
+    """Teacher outputs on the unmasked globals and its centred CLS / patch distributions."""
+    with autocast(globals_.device):
         t_out = model.target.teacher_forward(globals_, masks)
-    t_dino = losses.teacher_probs(t_out["dino_logits"], temp, losses.dino_center)
+    t_cls = losses.teacher_probs(t_out["dino_logits"], temp, losses.dino_center)
     t_ibot = losses.teacher_probs(t_out["ibot_logits"], temp, losses.ibot_center)
+    return t_out, t_cls, t_ibot
 
-    with autocast(device):
+
+def _ibot_term(losses, s_out: dict, t_ibot: Tensor, masks: Tensor) -> Tensor:
+    """iBOT loss on the masked patches (a zero that keeps the graph when none is masked)."""
+    if masks.any():
+        return losses.ibot(s_out["ibot_logits"], t_ibot, masks)
+    return s_out["ibot_logits"].sum() * 0.0
+
+
+def _dinov2(model, student, losses, crops, patch_size, generator, temp, cfg, packed) -> Terms:
+    n_g, b = len(crops["global"]), crops["global"][0].shape[0]
+    globals_ = torch.cat(crops["global"])  # (n_g B, C, G, G), crop-major
+    locals_ = torch.cat(crops["local"]) if crops["local"] else None  # (n_l B, C, L, L)
+    masks = _block_masks(globals_, patch_size, cfg.mask_probability, cfg, generator)
+    t_out, t_dino, t_ibot = _teacher_targets(model, losses, globals_, masks, temp)
+
+    with autocast(globals_.device):
         s_out = student(globals_, locals_, masks, packed)
     n_crops = s_out["dino_logits"].shape[0] // b
     dino = losses.dino(list(s_out["dino_logits"].chunk(n_crops)), list(t_dino.chunk(n_g)))
-    ibot = (
-        losses.ibot(s_out["ibot_logits"], t_ibot, masks)
-        if masks.any()
-        else s_out["ibot_logits"].sum() * 0.0
-    )
+    ibot = _ibot_term(losses, s_out, t_ibot, masks)
     koleo = sum(losses.koleo(c) for c in s_out["cls_global"].chunk(n_g))
     loss = cfg.dino_weight * dino + cfg.ibot_weight * ibot + cfg.koleo_weight * koleo
     return Terms(loss, dino, ibot, koleo, t_out["cls"], t_out["dino_logits"], int(masks.sum()))
@@ -158,29 +171,13 @@ def _dinov2(model, student, losses, crops, patch_size, generator, temp, cfg, pac
 def _ibot(model, student, losses, crops, patch_size, generator, temp, cfg, packed) -> Terms:
     n_g = len(crops["global"])
     globals_ = torch.cat(crops["global"])  # (n_g B, C, G, G), crop-major
-    device = globals_.device
-    grid = globals_.shape[-1] // patch_size
-    masks = sample_masks(
-        globals_.shape[0],
-        (grid, grid),
-        mask_probability=1.0,  # every student global is masked
-        ratio_range=(cfg.mask_ratio_min, cfg.mask_ratio_max),
-        generator=generator,
-    ).to(device)  # (n_g B, N) bool
+    masks = _block_masks(globals_, patch_size, 1.0, cfg, generator)  # every global masked
+    t_out, t_cls, t_ibot = _teacher_targets(model, losses, globals_, masks, temp)
 
-    with autocast(device):
-        t_out = model.target.teacher_forward(globals_, masks)
-    t_cls = losses.teacher_probs(t_out["dino_logits"], temp, losses.dino_center)
-    t_ibot = losses.teacher_probs(t_out["ibot_logits"], temp, losses.ibot_center)
-
-    with autocast(device):
+    with autocast(globals_.device):
         s_out = student(globals_, None, masks, packed)  # locals: DINO-only, skipped
     cls_term = _in_view_ce(s_out["dino_logits"], t_cls, losses.ibot.student_temp)
-    ibot = (
-        losses.ibot(s_out["ibot_logits"], t_ibot, masks)
-        if masks.any()
-        else s_out["ibot_logits"].sum() * 0.0
-    )
+    ibot = _ibot_term(losses, s_out, t_ibot, masks)
     koleo = sum(losses.koleo(c) for c in s_out["cls_global"].chunk(n_g))
     loss = cfg.dino_weight * cls_term + cfg.ibot_weight * ibot + cfg.koleo_weight * koleo
     # a tiny grid can leave every block mask empty: then the CLS scores are the only signal
