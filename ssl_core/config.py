@@ -461,6 +461,11 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return params
 
 
+def jobs_dir(paths: PathsConfig) -> Path:
+    """``<data>/.jobs``: one folder per submitted stage job (not a DVC output)."""
+    return Path(paths.manifest_dir).parent / ".jobs"
+
+
 def _inside(a: Path, b: Path) -> bool:
     """``a`` is ``b`` or lies under it."""
     return a == b or a.is_relative_to(b)
@@ -498,7 +503,7 @@ def check_paths(params: Params, root: Path, source: str | Path = "params.yaml") 
     outputs = {k: resolved(v) for k, v in p.model_dump().items() if k not in ("pool", "labels")}
     outputs["demo builder (data/demo)"] = resolved(str(Path(DEMO_POOL).parent))
     outputs["caches (data/.cache)"] = resolved(str(Path(p.embeddings_dir).parent / ".cache"))
-    outputs["job folders (data/.jobs)"] = resolved(str(Path(p.manifest_dir).parent / ".jobs"))
+    outputs["job folders (data/.jobs)"] = resolved(str(jobs_dir(p)))
     for key, value in (("paths.pool", pool), ("paths.labels", resolved(p.labels))):
         for out_key, out in outputs.items():
             if _inside(value, out) or _inside(out, value):

@@ -17,7 +17,7 @@ from typing import Any
 
 from torchx.specs import AppDryRunInfo
 
-from ssl_core.config import Params
+from ssl_core.config import Params, jobs_dir
 from ssl_core.launch.component import stage_app
 from ssl_core.launch.job import RESULT_PREFIX
 from ssl_core.launch.launcher import JobFailed, JobInterrupted, JobResult, run_job
@@ -29,7 +29,7 @@ from ssl_core.utils.atomic import write_json, write_text
 
 def jobs_root(params: Params) -> Path:
     """``<data>/.jobs``: one folder per submitted job (not a DVC output)."""
-    return Path(params.paths.manifest_dir).parent / ".jobs"
+    return jobs_dir(params.paths)
 
 
 def stage_outputs(params: Params, stage: str) -> list[Path]:
