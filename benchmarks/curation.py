@@ -21,8 +21,6 @@ import datetime as dt
 import json
 import os
 import platform
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,15 +30,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.subprocess_worker import peak_rss_mb, run_worker  # noqa: E402
 from ssl_core.curation import metrics as M  # noqa: E402
 from ssl_core.curation.synthetic import hierarchical_mixture  # noqa: E402
 
 N_COMP = 1000  # 50 super-clusters x 20 sub-clusters
 DIM = 384
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _quality(comp: np.ndarray, idx: np.ndarray) -> dict:
@@ -60,7 +55,7 @@ def worker(spec: dict) -> dict:
     n, levels, steps = spec["n"], tuple(spec["levels"]), spec["steps"]
     x = np.load(spec["data"])  # generated once by the parent, so the baseline RSS is the data
     comp = np.load(spec["labels"])
-    rss0 = _rss_mb()
+    rss0 = peak_rss_mb()
     out: dict = {"method": spec["method"], "n": n, "levels": list(levels), "steps": steps}
     target = n // 10
     if spec["method"] == "random":
@@ -78,7 +73,7 @@ def worker(spec: dict) -> dict:
         t = time.perf_counter()
         _kpp(xt, steps_kpp, torch.Generator().manual_seed(0))
         kpp_step = (time.perf_counter() - t) / steps_kpp
-        return {**out, "lloyd_iter_s": lloyd, "kpp_step_s": kpp_step, "peak_rss_mb": _rss_mb()}
+        return {**out, "lloyd_iter_s": lloyd, "kpp_step_s": kpp_step, "peak_rss_mb": peak_rss_mb()}
     t = time.perf_counter()
     if spec["method"] == "fast":
         res = hierarchical_kmeans(
@@ -99,24 +94,16 @@ def worker(spec: dict) -> dict:
         "hkmeans_s": t_km,
         "sampling_s": t_s,
         "total_s": t_km + t_s,
-        "peak_rss_mb": _rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "rss_after_data_mb": rss0,
-        "peak_delta_mb": _rss_mb() - rss0,
+        "peak_delta_mb": peak_rss_mb() - rss0,
         "quality": _quality(comp, idx),
         "quality_closest": _quality(comp, idx_c),
     }
 
 
 def run_sub(spec: dict) -> dict:
-    p = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(spec)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if p.returncode != 0:
-        raise RuntimeError(f"worker failed: {spec}\n{p.stderr[-3000:]}")
-    r = json.loads(p.stdout.strip().splitlines()[-1])
-    print(json.dumps(r), flush=True)
-    return r
+    return run_worker(__file__, spec)
 
 
 def extrapolate(probe: dict, levels: list[int], steps: list[int], n: int) -> dict:

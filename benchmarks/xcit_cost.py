@@ -27,15 +27,15 @@ import datetime as dt
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.subprocess_worker import peak_rss_mb, run_worker  # noqa: E402
 
 ARCHS = {
     # ViT-S/16 (DeiT-S / DINO ViT-S/16 shape): 12 blocks, width 384, 6 heads, no registers
@@ -51,11 +51,7 @@ def _rss_now_mb() -> float:
         pages = int(Path("/proc/self/statm").read_text().split()[1])
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
-        return _rss_peak_mb()
-
-
-def _rss_peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        return peak_rss_mb()
 
 
 def _build(arch: str, r: int, b: int):
@@ -108,8 +104,8 @@ def worker(spec: dict) -> dict:
             "gflops_fwd_per_image": flops / 1e9,
             "first_step_s": first,
             "rss_before_mb": rss0,
-            "peak_rss_mb": _rss_peak_mb(),
-            "peak_delta_mb": _rss_peak_mb() - rss0,
+            "peak_rss_mb": peak_rss_mb(),
+            "peak_delta_mb": peak_rss_mb() - rss0,
         }
     steps = {arch: _build(arch, r, b)[2] for arch in ARCHS}
     for f in steps.values():
@@ -122,15 +118,7 @@ def worker(spec: dict) -> dict:
 
 
 def run_sub(spec: dict) -> dict:
-    p = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(spec)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if p.returncode != 0:
-        raise RuntimeError(f"worker failed: {spec}\n{p.stderr[-3000:]}")
-    r = json.loads(p.stdout.strip().splitlines()[-1])
-    print(json.dumps(r), flush=True)
-    return r
+    return run_worker(__file__, spec)
 
 
 def main() -> None:
