@@ -98,10 +98,11 @@ run: setup
 	$(BIN)/sslops use-folder --pool "$(POOL)" --labels "$(LABELS)"
 	@$(MAKE) --no-print-directory pipeline
 
-# The whole graph through Dagster (each asset runs its DVC stage), whatever params.yaml selects.
+# The whole graph through Dagster (each asset runs its DVC stage), whatever params.yaml selects:
+# ssl_upstream, then one ssl_students run per student, then ssl_report (orchestration/pipeline.py).
 pipeline:
 	@mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dg launch --job ssl_pipeline
+	$(BIN)/python -m orchestration.pipeline
 	@$(DVC) status dvc.yaml
 	@echo ""
 	@echo "== Report: data/reports/report.md (metrics: data/reports/metrics.json)"

@@ -27,7 +27,7 @@ Steps (cap in seconds):
    synthetic embeddings (``hierarchical_mixture``), once with faiss on the GPU and once forced
    onto the CPU (``SSLOPS_FAISS_GPU=0``), each in its own subprocess: seconds and speed-up.
 4. ``demo_pool`` (60): builds the demo pool in a scratch project (its own ``params.yaml``,
-   ``sslops import-demo ingest embed dedup cluster curate`` with that cwd) and scores the
+   ``sslops raw_pool manifest embeddings dedup clusters curated`` with that cwd) and scores the
    raw-pixel kNN baseline on its eval set.
 5. ``teacher`` (150): ``benchmarks/teacher_knn.py`` (the ``params.yaml`` recipe) on that
    curated pool for enough steps to see >= 1e6 image views (images x crops per image), kNN
@@ -107,7 +107,7 @@ TINY_DEMO = {
     "cluster": {"levels": [12, 4]},
     "curate": {"target_size": 80, "min_cluster_entropy": 0.5},
 }
-DEMO_STAGES = ("import-demo", "ingest", "embed", "dedup", "cluster", "curate")
+DEMO_STAGES = ("raw_pool", "manifest", "embeddings", "dedup", "clusters", "curated")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -594,7 +594,7 @@ def step_demo_pool(ctx: Ctx, deadline: float) -> dict[str, Any]:
         status, detail = outcome(p, f"sslops {stage}")
         if status != "ok":
             return {**out, "status": status, "detail": detail}
-    out["n_curated"] = out["stages"]["curate"].get("selected")
+    out["n_curated"] = out["stages"]["curated"].get("selected")
     p = run_capped(
         worker_cmd("raw-knn", {"params": str(params)}),
         left(deadline),

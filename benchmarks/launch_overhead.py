@@ -1,12 +1,12 @@
 """What running a stage as a TorchX ``local_cwd`` job costs over running it in-process.
 
-Side by side, alternating, in one run: the ``train-teacher`` stage on a generated 28 px pool
+Side by side, alternating, in one run: the ``teacher`` stage on a generated 28 px pool
 with the demo's recipe (tiny ViT, patch 7) capped at ``--steps`` steps, started either as
-``sslops train-teacher`` (the CLI submits a job and waits; what DVC and Dagster run) or as
+``sslops teacher`` (the CLI submits a job and waits; what DVC and Dagster run) or as
 ``python -c 'stages.train_teacher.run(load_params())'`` (the same stage function in the
 calling process, as before jobs). Both are timed from process start to exit. The difference
 is the fixed cost of a job (a second interpreter importing torch, the launcher's polling and
-log streaming); the demo pays it three times (embed, train-teacher, distill).
+log streaming); the demo pays it three times (embeddings, teacher, students).
 
 Usage::
 
@@ -59,7 +59,7 @@ def _project(tmp: Path, steps: int) -> Path:
         "data": {"source": "folder", "labels": "none"},
         "paths": {"pool": str(pool)},
         "train": train,
-        "launch": {"train_teacher": {"gpus": 0}},
+        "launch": {"teacher": {"gpus": 0}},
     }
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run([SSLOPS, "--quiet", "ingest"], cwd=proj, check=True, capture_output=True)
@@ -90,7 +90,7 @@ def main() -> None:
         job, inproc = [], []
         for _ in range(a.repeats):  # alternate so that load drifts hit both alike
             inproc.append(_timed([sys.executable, "-c", IN_PROCESS], proj))
-            job.append(_timed([SSLOPS, "--quiet", "train-teacher"], proj))
+            job.append(_timed([SSLOPS, "--quiet", "teacher"], proj))
     overhead = statistics.median(job) - statistics.median(inproc)
     res = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -109,13 +109,13 @@ def main() -> None:
     (out / "launch_overhead.json").write_text(json.dumps(res, indent=2) + "\n")
     (out / "launch_overhead.md").write_text(
         "# Launch overhead: a stage as a local_cwd TorchX job vs in-process\n\n"
-        f"`{Path(sys.argv[0]).name}` on {res['machine']}, {res['date']}; train-teacher, demo "
+        f"`{Path(sys.argv[0]).name}` on {res['machine']}, {res['date']}; teacher, demo "
         f"recipe, {a.steps} steps, {a.repeats} alternating runs each (process start to exit).\n\n"
         "| run | wall s (each) | median s |\n|---|---|---|\n"
         f"| in-process | {res['in_process_s']} | {statistics.median(inproc):.2f} |\n"
         f"| local_cwd job | {res['local_cwd_job_s']} | {statistics.median(job):.2f} |\n\n"
         f"Overhead per job: **{overhead:.2f} s** (job / in-process = "
-        f"{res['ratio_job_over_in_process']}). The demo runs three jobs (embed, train-teacher, "
+        f"{res['ratio_job_over_in_process']}). The demo runs three jobs (embed, teacher, "
         f"distill): {3 * overhead:.1f} s, {100 * res['demo_overhead_fraction']:.2f} % of its "
         f"{DEMO_WALL_S / 60:.0f}-minute wall time (README).\n"
     )

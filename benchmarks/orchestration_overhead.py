@@ -2,8 +2,8 @@
 
 Two copies of the project, built from scratch one after the other in one run:
 
-- **orchestrated**: ``dg launch --job ssl_pipeline`` (what ``make demo`` runs: each asset runs
-  ``dvc repro --single-item <stage>``, which runs ``sslops <stage>``; embed, train-teacher and
+- **orchestrated**: ``python -m orchestration.pipeline`` (what ``make demo`` runs: each asset runs
+  ``dvc repro --single-item <stage>``, which runs ``sslops <stage>``; embed, teacher and
   distill submit ``local_cwd`` TorchX jobs; GX checks are blocking asset checks);
 - **direct**: one Python process calling every stage function and GX suite in graph order.
 
@@ -75,7 +75,7 @@ def orchestrated(project: Path) -> float:
     (project / ".dagster_home/dagster.yaml").touch()
     t = time.perf_counter()
     r = subprocess.run(
-        [str(BIN / "dg"), "launch", "--job", "ssl_pipeline"], cwd=ROOT, env=env,
+        [str(BIN / "python"), "-m", "orchestration.pipeline"], cwd=ROOT, env=env,
         capture_output=True, text=True,
     )  # fmt: skip
     wall = time.perf_counter() - t

@@ -92,7 +92,7 @@ def main() -> None:
     ap.add_argument("--notes", type=Path, help="markdown file appended under the table")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    eval_set = load_eval_set(load_params(args.params))  # written by `sslops ingest`
+    eval_set = load_eval_set(load_params(args.params))  # written by `sslops manifest`
     rows = [_row(n, eval_set, args.n_images) for n in args.names]
     meta = {
         "command": "python benchmarks/teacher_head.py " + " ".join(sys.argv[1:]),

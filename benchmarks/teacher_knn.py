@@ -1,6 +1,6 @@
 """Teacher quality over a longer run: kNN top-1 curve against the raw-pixel baseline.
 
-Trains the ``train-teacher`` recipe from ``params.yaml`` on the demo's curated set (run
+Trains the ``teacher`` recipe from ``params.yaml`` on the demo's curated set (run
 ``make demo`` first), with overrides, probing kNN top-1 (k=20, the report's protocol) on the
 eval set every ``--knn-every`` steps. The raw-pixel baseline is scored by the same probe code.
 
@@ -127,7 +127,7 @@ def main() -> None:
         raise SystemExit(f"{train_file} is missing: run `make demo` (or the pipeline) first")
     paths = pl.read_parquet(train_file)["path"].to_list()
     cfg = sizing.resolve_epochs(cfg, len(paths), sizing.TEACHER_IMAGES, "train")
-    eval_set, temp = load_eval_set(params), params.eval.temperature  # written by `sslops ingest`
+    eval_set, temp = load_eval_set(params), params.eval.temperature  # written by `sslops manifest`
 
     raw = knn_eval(PixelEmbedder(params.embed.image_size), eval_set, ks=(K,), temperature=temp)
     out = args.runs / args.name

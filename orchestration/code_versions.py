@@ -55,6 +55,7 @@ def _stage(root: Path, dvc_stage: str, reader: _Reader) -> tuple[dict, Path, Pat
     file, _, name = dvc_stage.rpartition(":")
     pipeline = root / (file or "dvc.yaml")
     st = ((reader.yaml(pipeline) or {}).get("stages") or {}).get(name) or {}
+    st = st.get("do", st)  # a foreach stage (students): every item runs the same code
     return st, (pipeline.parent / st.get("wdir", ".")).resolve(), pipeline
 
 
@@ -110,4 +111,4 @@ def stage_code_version(root: Path, dvc_stage: str, reader: _Reader | None = None
 def code_versions(root: Path) -> dict[str, str]:
     """Asset name → code version, for every asset of :data:`orchestration.graph.GRAPH`."""
     root, reader = Path(root).resolve(), _Reader()
-    return {s.asset: stage_code_version(root, s.dvc_stage, reader) for s in GRAPH}
+    return {s.name: stage_code_version(root, s.dvc_stage, reader) for s in GRAPH}

@@ -48,9 +48,12 @@ def dvc_executable(root: Path) -> str:
 
 def stage_env() -> dict[str, str]:
     """Environment for stage subprocesses: this interpreter's bin dir first on PATH so that
-    ``sslops`` (called by dvc.yaml commands) resolves to the same installation."""
+    ``sslops`` (called by dvc.yaml commands) resolves to the same installation. A stage that
+    finds another run holding the data folder's lock waits for it (a scheduled run queues
+    behind a manual one) unless ``SSLOPS_LOCK_WAIT`` says otherwise (docs/reliability.md)."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("SSLOPS_LOCK_WAIT", "inf")
     return env
 
 

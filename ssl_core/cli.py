@@ -4,15 +4,17 @@ Examples::
 
     sslops use-folder --pool ~/photos [--labels auto|none|folders|labels.csv]
     sslops use-demo               # back to the demo data (data.source: demo)
-    sslops import-demo            # Fashion-MNIST → data/demo/pool + data/demo/eval
-    sslops ingest                 # pool → data/manifest/raw_manifest.parquet (+ eval set)
+    sslops raw_pool               # Fashion-MNIST → data/demo/pool + data/demo/eval
+    sslops manifest               # pool → data/manifest/raw_manifest.parquet (+ eval set)
     sslops check manifest         # GX suite; non-zero exit when it fails
-    sslops embed && sslops dedup && sslops cluster && sslops curate
-    sslops train-teacher && sslops distill && sslops evaluate
+    sslops embeddings && sslops dedup && sslops clusters && sslops curated
+    sslops teacher && sslops students && sslops report
+    sslops students --student tiny_student   # one student only (its folder alone is rewritten)
     sslops lineage teacher [--json] [--paths-out images.csv]   # audit an artifact
 
-embed, train-teacher and distill run as TorchX jobs on ``launch.scheduler`` (local_cwd: this
-machine; kubernetes: a Volcano job) and wait for them.
+Each stage command is the name of its graph node: the Dagster asset and the DVC stage carry
+the same name (``ssl_core/stages/names.py``). embeddings, teacher and students run as TorchX
+jobs on ``launch.scheduler`` (local_cwd: this machine; kubernetes: a Volcano job) and wait.
 
 Every parameter comes from ``params.yaml`` (``--params`` to use another file).
 """
@@ -26,6 +28,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -35,28 +38,34 @@ from pathlib import Path
 from ssl_core.config import ConfigError, Params, load_params
 from ssl_core.data.labels import LabelsError
 from ssl_core.launch.launcher import JobFailed, JobInterrupted
-from ssl_core.launch.settings import JOB_STAGES
-
-STAGES = {
-    "import-demo": "ssl_core.stages.import_demo",
-    "ingest": "ssl_core.stages.ingest",
-    "embed": "ssl_core.stages.embed",
-    "dedup": "ssl_core.stages.dedup",
-    "cluster": "ssl_core.stages.cluster",
-    "curate": "ssl_core.stages.curate",
-    "train-teacher": "ssl_core.stages.train_teacher",
-    "distill": "ssl_core.stages.distill",
-    "evaluate": "ssl_core.stages.evaluate",
-}
+from ssl_core.stages.guard import GUARD_ERRORS, command_line, disk_full, stage_guard
+from ssl_core.stages.names import JOB_STAGES, RENAMED, canonical
+from ssl_core.stages.names import STAGE_MODULES as STAGES
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sslops", description=__doc__.split("\n\n")[0])
     p.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="when another run holds the data folder's lock, wait up to this long for it "
+        "(inf: forever; default $SSLOPS_LOCK_WAIT or 0: fail at once naming the holder)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     for name, module in STAGES.items():
-        sub.add_parser(name, help=f"run stage {name} ({module.rsplit('.', 1)[1]})")
+        aliases = [name.replace("_", "-")] if "_" in name else []
+        stage = sub.add_parser(name, aliases=aliases, help=f"build {name} ({module})")
+        if name == "students":
+            stage.add_argument(
+                "--student",
+                action="append",
+                metavar="NAME",
+                help="only this student of distill.students (repeatable; default: all); the "
+                "other students' folders are left untouched",
+            )
     use = sub.add_parser("use-folder", help="point params.yaml at your own images (read-only)")
     use.add_argument("--pool", required=True, help="folder of images, or a .parquet pool")
     use.add_argument(
@@ -81,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     lin.add_argument(
         "target",
-        help="asset name (teacher, curated_dataset, students/<name>, ...) or a path in an "
+        help="asset name (teacher, curated, students/<name>, ...) or a path in an "
         "output folder (e.g. data/teacher/model.safetensors)",
     )
     lin.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -93,8 +102,31 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _renamed(argv: list[str]) -> str | None:
+    """The error for an old stage command name in ``argv`` (None: not one)."""
+    valued = {  # top-level options that take a value (--params FILE, ...)
+        o for a in _parser()._actions if a.option_strings and a.nargs != 0 for o in a.option_strings
+    }
+    words = iter(argv)
+    for word in words:
+        if word in valued:
+            next(words, None)
+        elif not word.startswith("-"):  # the subcommand
+            if word in RENAMED:
+                new = RENAMED[word]
+                return f"sslops: '{word}' was renamed '{new}' (run `sslops {new}`)"
+            return None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    renamed = _renamed(argv)
+    if renamed:
+        print(renamed, file=sys.stderr)
+        return 2
     args = _parser().parse_args(argv)
+    args.command = canonical(args.command)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -102,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.INFO)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     progress = not args.quiet and os.environ.get("SSLOPS_NO_PROGRESS") != "1"
+    guard = contextlib.ExitStack()  # stage commands: artifact-root lock + free space
     try:
         if args.command in ("use-folder", "use-demo", "plan"):
             from ssl_core import use_data
@@ -127,15 +160,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             from ssl_core.stages import checks
 
+            guard.enter_context(stage_guard(params, command_line(argv), None, args.wait))
             result = checks.run(params, args.suite)
             print(result.summary())
             return 0 if result.success else 1
+        guard.enter_context(
+            stage_guard(params, command_line(argv), STAGES[args.command], args.wait)
+        )
         if args.command in JOB_STAGES:  # the work runs as a TorchX job (launch.scheduler)
             from ssl_core.launch.stage_job import run_stage_job
 
-            stats = run_stage_job(params, args.params, args.command)
+            stats = run_stage_job(params, args.params, args.command, _only(args, params))
         else:
-            stats = importlib.import_module(STAGES[args.command]).run(params, progress=progress)
+            module = importlib.import_module(STAGES[args.command])
+            stats = module.run(params, progress=progress, **_only(args, params))
         print(json.dumps({"stage": args.command, **stats}, default=str))
         return 0
     except JobFailed as e:
@@ -144,6 +182,25 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args.command, f"interrupted ({e}); its job was cancelled", 130)
     except (ConfigError, FileNotFoundError, ValueError, LabelsError) as e:
         return _fail(args.command, str(e), 2)
+    except GUARD_ERRORS as e:  # another run holds the lock (75), too little disk (73)
+        return _fail(args.command, str(e), e.exit_code)
+    except OSError as e:  # a disk that fills up mid-write: the previous outputs stand
+        full = disk_full(command_line(argv), e)
+        if full is None:
+            raise
+        return _fail(args.command, str(full), full.exit_code)
+    finally:
+        guard.close()
+
+
+def _only(args: argparse.Namespace, params: Params) -> dict:
+    """``{"students": [...]}`` when ``sslops students --student NAME`` picked some (each must
+    be in ``distill.students``: checked here, before a job is submitted)."""
+    picked = getattr(args, "student", None)
+    unknown = [s for s in picked or () if s not in params.distill.students]
+    if unknown:
+        raise ValueError(f"{unknown} not in distill.students {params.distill.students}")
+    return {"students": picked} if picked else {}
 
 
 def _lineage(params: Params, args: argparse.Namespace) -> int:

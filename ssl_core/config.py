@@ -8,6 +8,8 @@ disagree about a value.
 
 from __future__ import annotations
 
+import difflib
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +22,15 @@ from ssl_core.orchestration_settings import OrchestrationConfig
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldProblem(ValueError):
+    """Raised by a cross-field validator to name the field at fault (``key``, relative to its
+    section), the value given and the reason; :func:`load_params` prints ``section.key``."""
+
+    def __init__(self, key: str, value: Any, reason: str) -> None:
+        super().__init__(f"{key} {reason}, got {value!r}")
+        self.key, self.value, self.reason = key, value, reason
 
 
 DEMO_POOL = "data/demo/pool"
@@ -53,7 +64,7 @@ class DataConfig(_Section):
 
     source: Literal["demo", "folder", "parquet"] = Field(
         "demo",
-        description="demo: `sslops import-demo` builds data/demo from Fashion-MNIST; folder / "
+        description="demo: `sslops raw_pool` builds data/demo from Fashion-MNIST; folder / "
         "parquet: paths.pool is your images (a folder, or a parquet with an `image` column), "
         "read-only to every stage",
     )
@@ -70,11 +81,16 @@ class DataConfig(_Section):
     query_fraction: float = Field(
         0.5, gt=0, lt=1, description="share of the held-out images used as kNN queries"
     )
+    partial_labels: bool = Field(
+        False,
+        description="a labels file may leave pool images out (they train, unlabelled); false: "
+        "a pool image without a row is an error, caught before ingest decodes anything",
+    )
     seed: int = 0
 
 
 class DemoConfig(_Section):
-    """How ``sslops import-demo`` turns Fashion-MNIST into an uncurated, long-tailed raw pool."""
+    """How ``sslops raw_pool`` turns Fashion-MNIST into an uncurated, long-tailed raw pool."""
 
     source_dir: str = "/usr/share/datasets/fashion-mnist"
     max_per_class: int = Field(3000, gt=0, description="images of the most frequent class")
@@ -88,11 +104,24 @@ class DemoConfig(_Section):
 
 
 class IngestConfig(_Section):
+    """What ingest accepts (``ssl_core.data.images``: one decode path for every stage)."""
+
     max_quarantine_rate: float = Field(0.05, ge=0.0, le=1.0)
     min_side: int = Field(8, gt=0)
-    max_side: int = Field(16384, gt=0)
-    max_bytes: int = Field(64 * 1024 * 1024, gt=0)
-    extensions: list[str] = [".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"]
+    max_side: int = Field(
+        16384, gt=0, description="longer side, px; checked on the header, before decoding"
+    )
+    max_pixels: int = Field(
+        100_000_000,
+        gt=0,
+        le=16384 * 16384,
+        description="width x height cap, checked on the header before decoding (bounds the "
+        "memory of one decode; decompression bombs never decode)",
+    )
+    max_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="file size cap; larger files are not even read"
+    )
+    extensions: list[str] = [".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"]
 
 
 class EmbedConfig(_Section):
@@ -172,9 +201,9 @@ class ClusterConfig(_Section):
         if self.levels == "auto":
             return self
         if not self.levels:
-            raise ValueError("levels must name at least one level (or be auto)")
+            raise FieldProblem("levels", self.levels, "must name at least one level (or be auto)")
         if any(b >= a for a, b in zip(self.levels, self.levels[1:], strict=False)):
-            raise ValueError(f"levels must be strictly decreasing, got {self.levels}")
+            raise FieldProblem("levels", self.levels, "must be strictly decreasing")
         return self
 
 
@@ -186,7 +215,7 @@ class CurateConfig(_Section):
     @model_validator(mode="after")
     def _positive(self) -> CurateConfig:
         if self.target_size != "auto" and self.target_size <= 0:
-            raise ValueError(f"target_size must be > 0 or auto, got {self.target_size}")
+            raise FieldProblem("target_size", self.target_size, "must be > 0 or auto")
         return self
 
     strategy: Literal["random", "closest"] = "random"
@@ -315,20 +344,30 @@ class _RecipeConfig(_Section):
     @model_validator(mode="after")
     def _ranges(self) -> _RecipeConfig:
         if self.epochs != "auto" and self.epochs <= 0:
-            raise ValueError(f"epochs must be > 0 or auto, got {self.epochs}")
+            raise FieldProblem("epochs", self.epochs, "must be > 0 or auto")
         if self.mask_ratio_min > self.mask_ratio_max:
-            raise ValueError("mask_ratio_min must be <= mask_ratio_max")
+            raise FieldProblem(
+                "mask_ratio_min",
+                self.mask_ratio_min,
+                f"must be <= mask_ratio_max ({self.mask_ratio_max})",
+            )
         for name in ("global_crops_scale", "local_crops_scale"):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi <= 1:
-                raise ValueError(f"{name} must satisfy 0 < low <= high <= 1, got {(lo, hi)}")
+                raise FieldProblem(name, [lo, hi], "must satisfy 0 < low <= high <= 1")
         if self.momentum_teacher_final < self.momentum_teacher:
-            raise ValueError("momentum_teacher_final must be >= momentum_teacher")
+            raise FieldProblem(
+                "momentum_teacher_final",
+                self.momentum_teacher_final,
+                f"must be >= momentum_teacher ({self.momentum_teacher})",
+            )
         unknown = sorted(set(self.augment) - set(AUGMENT_KEYS))
         if unknown:
-            raise ValueError(
+            raise FieldProblem(
+                "augment",
+                self.augment,
                 f"unknown augment keys {unknown}; allowed: {', '.join(AUGMENT_KEYS)} (crop sizes "
-                "and scales have their own keys: global_crops_scale, local_crops_scale)"
+                "and scales have their own keys: global_crops_scale, local_crops_scale)",
             )
         return self
 
@@ -433,6 +472,47 @@ class ConfigError(ValueError):
     """A params file that can't be used; the message names the file and the key."""
 
 
+def _fields_at(loc: tuple) -> list[str]:
+    """Field names of the section at ``loc`` (a pydantic error location) under :class:`Params`."""
+    model: Any = Params
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            break
+        model = ann
+    return list(getattr(model, "model_fields", {}))
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_errors(e: ValidationError) -> list[str]:
+    """One line per problem: ``dotted.key = given value: reason``."""
+    lines = []
+    for err in e.errors():
+        loc = tuple(err["loc"])
+        key, value, reason = ".".join(str(p) for p in loc), err.get("input"), err["msg"]
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, FieldProblem):
+            key = ".".join(str(p) for p in (*loc, cause.key))
+            value, reason = cause.value, cause.reason
+        elif err["type"] == "extra_forbidden":
+            near = difflib.get_close_matches(str(loc[-1]), _fields_at(loc[:-1]), n=1)
+            parent = ".".join(str(p) for p in loc[:-1]) or "the top level"
+            reason = f"unknown key in {parent}" + (
+                f" (did you mean {'.'.join(str(p) for p in (*loc[:-1], near[0]))}?)" if near else ""
+            )
+        reason = reason.removeprefix("Value error, ")
+        if isinstance(value, dict) and not isinstance(cause, FieldProblem):
+            lines.append(f"{key}: {reason}")  # a section-level check: its message names values
+        else:
+            lines.append(f"{key} = {_shown(value)}: {reason}")
+    return lines
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Load and validate ``params.yaml``. Missing sections take their defaults."""
     path = Path(path)
@@ -449,14 +529,11 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         params = Params.model_validate(raw)
     except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            key = ".".join(str(p) for p in err["loc"])
-            if err["type"] == "extra_forbidden":
-                problems.append(f"  {key}: unknown key")
-            else:
-                problems.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
-        raise ConfigError(f"{path}: invalid parameters:\n" + "\n".join(problems)) from None
+        problems = "\n".join(f"  {line}" for line in describe_errors(e))
+        raise ConfigError(
+            f"{path}: invalid parameters (fix these keys in {path.name}; nothing was run):\n"
+            + problems
+        ) from None
     check_paths(params, path.resolve().parent, path)
     return params
 
@@ -469,6 +546,28 @@ def jobs_dir(paths: PathsConfig) -> Path:
 def _inside(a: Path, b: Path) -> bool:
     """``a`` is ``b`` or lies under it."""
     return a == b or a.is_relative_to(b)
+
+
+def check_outputs_inside(paths: PathsConfig, root: Path, source: str | Path) -> None:
+    """Every output path (all ``paths.*`` but ``pool`` and ``labels``) must lie inside the
+    project ``root``: DVC tracks, and the run lock guards, only outputs there. Checked on the
+    text of the path (``..`` and absolute paths), so ``data/`` may be a symlink to another disk.
+
+    Raises:
+        ConfigError: naming the key, the value and where it points.
+    """
+    root = Path(os.path.normpath(root))
+    for key, value in paths.model_dump().items():
+        if key in ("pool", "labels"):
+            continue
+        where = Path(os.path.normpath(root / value))
+        if not _inside(where, root) or where == root:
+            raise ConfigError(
+                f"{source}: paths.{key} = {value!r} points to {where}, outside the project "
+                f"{root}: outputs must live inside the project (DVC tracks them there and one "
+                "run lock guards them). Use a relative path such as data/<name>; to keep "
+                "artifacts on another disk, make data/ a symlink to it."
+            )
 
 
 def check_paths(params: Params, root: Path, source: str | Path = "params.yaml") -> None:
@@ -485,6 +584,11 @@ def check_paths(params: Params, root: Path, source: str | Path = "params.yaml") 
 
     def resolved(value: str) -> Path:
         return (root / value).resolve()
+
+    if (
+        root.parent.name != ".jobs"
+    ):  # a launcher's snapshot in <data>/.jobs/<id>/: checked at launch
+        check_outputs_inside(p, root, source)
 
     if src == "demo":
         if (p.pool, p.labels) != (DEMO_POOL, DEMO_LABELS):

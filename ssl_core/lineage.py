@@ -16,7 +16,16 @@ from ssl_core.utils.hashing import hash_path, sha256_json
 LINEAGE_FILE = "lineage.json"
 #: set in a stage job's environment by the launcher; recorded so it can tell the job wrote it
 JOB_ID_ENV = "SSLOPS_JOB_ID"
-_LIBS = ("torch", "numpy", "polars", "faiss-cpu", "faiss-gpu-cu12", "great-expectations", "kornia", "sslops")
+_LIBS = (
+    "torch",
+    "numpy",
+    "polars",
+    "faiss-cpu",
+    "faiss-gpu-cu12",
+    "great-expectations",
+    "kornia",
+    "sslops",
+)
 
 
 def git_sha(cwd: str | Path = ".") -> str:

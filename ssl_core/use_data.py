@@ -102,7 +102,7 @@ def plan(params_file: Path) -> str:
     root = params_file.resolve().parent
     pool = root / params.paths.pool
     if params.data.source == "demo" and not pool.exists():
-        return "params.yaml: data.source demo (data/demo/ is built by `sslops import-demo`)"
+        return "params.yaml: data.source demo (data/demo/ is built by `sslops raw_pool`)"
     desc = describe_pool(pool, params.ingest)
     n = desc["files"]
     lines = [

@@ -1,10 +1,15 @@
-"""One Dagster asset per pipeline stage, generated from :data:`orchestration.graph.GRAPH`."""
+"""One Dagster asset per graph node, generated from :data:`orchestration.graph.GRAPH`.
+
+``students`` is statically partitioned by ``distill.students`` (read when the code location
+loads, like the schedule settings): each partition builds one student's folder.
+"""
 
 import dagster as dg
 
 from orchestration.code_versions import code_versions
 from orchestration.defs.resources import StageRunner
-from orchestration.graph import DEMO_STAGE, GRAPH, StageSpec
+from orchestration.graph import GRAPH, StageSpec
+from orchestration.pipeline import student_names
 from orchestration.runner import project_dir
 from ssl_core.utils.hashing import sha256_json
 
@@ -13,12 +18,14 @@ from ssl_core.utils.hashing import sha256_json
 CODE_VERSIONS = code_versions(project_dir())
 
 
-def _metadata(spec: StageSpec, runner: StageRunner) -> tuple[dict, str]:
+def _metadata(spec: StageSpec, runner: StageRunner, partition: str | None) -> tuple[dict, str]:
     out_dir = getattr(runner.params().paths, spec.out_dir_key)
+    if partition:  # one student's folder
+        out_dir = f"{out_dir}/{partition}"
     lin = runner.lineage(out_dir)
-    hashes = runner.lock_hashes(spec.dvc_stage)
+    hashes = runner.lock_hashes(spec.dvc_item(partition))
     md: dict = {
-        "dvc_stage": spec.dvc_stage,
+        "dvc_stage": spec.dvc_item(partition),
         "git_sha": lin.get("git_sha", "unknown"),
         "params_hash": lin.get("params_hash", ""),
         "params": dg.MetadataValue.json(lin.get("params", {})),
@@ -62,26 +69,42 @@ def _observe_pool(runner: StageRunner) -> dg.MaterializeResult:
     )
 
 
-def _make_asset(spec: StageSpec) -> dg.AssetsDefinition:
+def command(spec: StageSpec, partition: str | None = None) -> tuple[str, ...]:
+    """The ``sslops`` arguments that build the node (one student: ``--student NAME``)."""
+    return (spec.name, "--student", partition) if partition else (spec.name,)
+
+
+def _make_asset(spec: StageSpec, partitions: dg.PartitionsDefinition | None) -> dg.AssetsDefinition:
+    dvc_stage = spec.dvc_item("<student>") if spec.partitioned else spec.dvc_stage
+    cli = "sslops " + " ".join(command(spec, "<student>" if spec.partitioned else None))
+
     @dg.asset(
-        name=spec.asset,
+        name=spec.name,
         deps=list(spec.deps),
         description=spec.description,
         group_name="ssl_pipeline",
         kinds={"python", "dvc"},
-        code_version=CODE_VERSIONS[spec.asset],
-        metadata={"dvc_stage": spec.dvc_stage, "cli": "sslops " + " ".join(spec.cli)},
+        code_version=CODE_VERSIONS[spec.name],
+        metadata={"dvc_stage": dvc_stage, "cli": cli},
+        partitions_def=partitions if spec.partitioned else None,
     )
     def _asset(context: dg.AssetExecutionContext, runner: StageRunner) -> dg.MaterializeResult:
-        if spec.dvc_stage == DEMO_STAGE and runner.params().data.source != "demo":
+        if spec.name == "raw_pool" and runner.params().data.source != "demo":
             context.log.info("data.source is not demo: the demo builder does not run")
             return _observe_pool(runner)
-        runner.run(context, spec.dvc_stage, spec.cli)
-        md, version = _metadata(spec, runner)
+        partition = context.partition_key if spec.partitioned else None
+        runner.run(context, spec.dvc_item(partition), command(spec, partition))
+        md, version = _metadata(spec, runner, partition)
         return dg.MaterializeResult(metadata=md, data_version=dg.DataVersion(version))
 
     return _asset
 
 
-ASSETS = [_make_asset(s) for s in GRAPH]
+def make_assets(students: list[str]) -> list[dg.AssetsDefinition]:
+    """The graph's assets, ``students`` partitioned by these student names."""
+    partitions = dg.StaticPartitionsDefinition(list(students))
+    return [_make_asset(s, partitions) for s in GRAPH]
+
+
+ASSETS = make_assets(student_names(project_dir() / "params.yaml"))
 defs = dg.Definitions(assets=ASSETS)

@@ -1,7 +1,8 @@
 """Blocking GX asset checks: the same ``check_<suite>`` DVC stages / ``sslops check`` command.
 
-A failing check stops downstream assets in the same run (``blocking=True``), which is why the
-whole graph is one job (see ``jobs.py``).
+A failing check stops downstream assets in the same run (``blocking=True``), which is why each
+check runs in the job of the asset it gates: ``gx_students`` runs in ``ssl_report``, before
+``report`` (see ``orchestration/pipeline.py``).
 """
 
 import json
@@ -14,7 +15,7 @@ from orchestration.graph import GRAPH, StageSpec
 
 def _make_check(spec: StageSpec) -> dg.AssetChecksDefinition:
     @dg.asset_check(
-        asset=spec.asset,
+        asset=spec.name,
         name=f"gx_{spec.check}",
         blocking=True,
         description=f"Great Expectations suite '{spec.check}' (DVC stage {spec.check_stage})",

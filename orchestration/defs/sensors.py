@@ -1,5 +1,6 @@
 """``pool_sensor``: notices added, changed and removed files in the raw pool and requests a run
-of everything downstream of ingest (``raw_manifest`` … ``eval_reports``, with their checks).
+of everything downstream of the pool (``manifest`` … ``teacher`` in ``ssl_upstream``, with
+their checks; ``pipeline_chain`` then runs each student and the report).
 
 Each evaluation lists the pool and stats every file; only new files and files whose size or
 times moved are read and hashed (:mod:`ssl_core.data.pool_scan`). A run is requested only when
@@ -12,16 +13,22 @@ so it survives daemon restarts. Hashing stops after :data:`HASH_BUDGET_S` per ev
 tick must end within Dagster's sensor timeout) and resumes on the next one.
 
 First look at a pool (no cursor, or a cursor for another ``paths.pool``): the state is recorded
-as the baseline. A run is requested then only if the graph has never run (no ``raw_manifest``
+as the baseline. A run is requested then only if the graph has never run (no ``manifest``
 materialisation in the instance and no manifest on disk); otherwise the pool is taken to be
 what the last run ingested. If the cursor's state file was deleted, the pool is re-hashed and
 a run requested only if its content digest differs from the cursor's (counts then unknown).
-While a run of the job is queued or in progress the pool is not scanned and the cursor does
+While a run of one of the graph's jobs is queued or in progress the pool is not scanned and the cursor does
 not move (the run holds DVC's repo lock, and may be the demo builder rewriting the pool); the
 first evaluation after it compares against the state before it.
 
 Off by default; ``orchestration.pool_sensor_enabled`` / ``pool_sensor_interval_s`` in
 params.yaml (docs/operations.md).
+
+``pipeline_chain``: when a run of ``ssl_upstream`` succeeds (started by the schedule, this
+sensor, the UI or ``dg launch``), requests the first student partition; when a chained student
+run succeeds, the next one, then ``ssl_report`` (:func:`orchestration.pipeline.next_step`).
+A failed run ends the chain. A student partition materialised by hand (no chain tag) starts
+nothing: re-materialise ``report`` when you want it to include that student.
 """
 
 from __future__ import annotations
@@ -32,12 +39,14 @@ from pathlib import Path
 
 import dagster as dg
 
-from orchestration.defs.jobs import SETTINGS, pipeline_job
+from orchestration.defs.jobs import SETTINGS, UPSTREAM, report_job, students_job, upstream_job
 from orchestration.defs.resources import StageRunner
 from orchestration.graph import GRAPH
+from orchestration.pipeline import CHAIN_TAG, JOBS, next_step, student_names
+from orchestration.runner import project_dir
 from ssl_core.data.pool_scan import PoolDiff, diff, load_state, save_state, scan
 
-START = "raw_manifest"  # the first asset a pool change invalidates
+START = "manifest"  # the first asset a pool change invalidates
 TAG = "sslops/"  # run tag prefix
 EXAMPLES = 3  # example paths per kind of change in the run's tags
 # seconds of hashing per evaluation: a tick must end within Dagster's sensor timeout (60 s,
@@ -50,17 +59,18 @@ def downstream_of(asset: str) -> list[str]:
     keep = {asset}
     for spec in GRAPH:  # GRAPH is topologically ordered
         if keep & set(spec.deps):
-            keep.add(spec.asset)
-    return [s.asset for s in GRAPH if s.asset in keep]
+            keep.add(spec.name)
+    return [s.name for s in GRAPH if s.name in keep]
 
 
 def selection() -> tuple[list[dg.AssetKey], list[dg.AssetCheckKey]]:
-    """Assets from :data:`START` down, and their blocking GX checks (so they still gate)."""
-    assets = downstream_of(START)
+    """Assets of ``ssl_upstream`` from :data:`START` down, and their blocking GX checks (so
+    they still gate); ``pipeline_chain`` runs the rest."""
+    assets = [a for a in downstream_of(START) if a in UPSTREAM]
     checks = [
-        dg.AssetCheckKey(dg.AssetKey(s.asset), f"gx_{s.check}")
+        dg.AssetCheckKey(dg.AssetKey(s.name), f"gx_{s.check}")
         for s in GRAPH
-        if s.asset in assets and s.check
+        if s.name in assets and s.check
     ]
     return [dg.AssetKey(a) for a in assets], checks
 
@@ -89,11 +99,14 @@ ACTIVE = [  # a run of the job in one of these states holds (or will take) DVC's
 
 
 def _active_run(context: dg.SensorEvaluationContext) -> str | None:
-    """The id of a queued or running ``ssl_pipeline`` run, if any."""
-    runs = context.instance.get_run_records(
-        filters=dg.RunsFilter(job_name=pipeline_job.name, statuses=ACTIVE), limit=1
-    )
-    return runs[0].dagster_run.run_id if runs else None
+    """The ``job (run id)`` of a queued or running run of the graph's jobs, if any."""
+    for job in JOBS:
+        runs = context.instance.get_run_records(
+            filters=dg.RunsFilter(job_name=job, statuses=ACTIVE), limit=1
+        )
+        if runs:
+            return f"{job} ({runs[0].dagster_run.run_id})"
+    return None
 
 
 def _parse(cursor: str | None) -> dict:
@@ -119,13 +132,13 @@ def _tags(change: PoolDiff | None, digest: str, files: int) -> dict[str, str]:
 
 @dg.sensor(
     name="pool_sensor",
-    job=pipeline_job,
+    job=upstream_job,
     minimum_interval_seconds=SETTINGS.pool_sensor_interval_s,
     default_status=dg.DefaultSensorStatus.RUNNING
     if SETTINGS.pool_sensor_enabled
     else dg.DefaultSensorStatus.STOPPED,
     description="Lists paths.pool every interval; when files were added, changed (content) or "
-    "removed, runs raw_manifest and everything downstream. Never writes to the pool.",
+    "removed, runs manifest and everything downstream. Never writes to the pool.",
 )
 def pool_sensor(context: dg.SensorEvaluationContext, runner: StageRunner) -> dg.SensorResult:
     params = runner.params()
@@ -140,7 +153,7 @@ def pool_sensor(context: dg.SensorEvaluationContext, runner: StageRunner) -> dg.
     active = _active_run(context)
     if active:  # the cursor stays put: the next evaluation after that run sees the change
         return dg.SensorResult(
-            skip_reason=f"run {active} of {pipeline_job.name} in progress: pool not scanned",
+            skip_reason=f"run of {active} in progress: pool not scanned",
             cursor=context.cursor,
         )
 
@@ -203,4 +216,38 @@ def pool_sensor(context: dg.SensorEvaluationContext, runner: StageRunner) -> dg.
     )
 
 
-defs = dg.Definitions(sensors=[pool_sensor])
+def _students(context: dg.RunStatusSensorContext) -> list[str]:
+    """The partition keys of ``ssl_students`` in these definitions (else params.yaml's)."""
+    repo = context.repository_def
+    partitions = repo.get_job(students_job.name).partitions_def if repo else None
+    if partitions is not None:
+        return list(partitions.get_partition_keys())
+    return student_names(project_dir() / "params.yaml")
+
+
+@dg.run_status_sensor(
+    name="pipeline_chain",
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[upstream_job, students_job],
+    request_jobs=[students_job, report_job],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After ssl_upstream succeeds: each student partition in turn, then ssl_report "
+    "(a failed run ends the chain)",
+)
+def pipeline_chain(context: dg.RunStatusSensorContext) -> dg.RunRequest | dg.SkipReason:
+    run = context.dagster_run
+    chain = run.run_id if run.job_name == upstream_job.name else run.tags.get(CHAIN_TAG)
+    if not chain:
+        return dg.SkipReason(f"run {run.run_id} is not part of a full run (no {CHAIN_TAG} tag)")
+    partition = run.tags.get("dagster/partition")
+    step = next_step(_students(context), run.job_name, partition)
+    if step is None:
+        return dg.SkipReason(f"{run.job_name} [{partition}] ends chain {chain}")
+    job, key = step
+    tags = {k: v for k, v in run.tags.items() if k.startswith(TAG)} | {CHAIN_TAG: chain}
+    return dg.RunRequest(
+        run_key=f"{chain}:{job}:{key or ''}", job_name=job, partition_key=key, tags=tags
+    )
+
+
+defs = dg.Definitions(sensors=[pool_sensor, pipeline_chain])

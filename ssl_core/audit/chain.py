@@ -50,7 +50,7 @@ class StageAudit:
         return {
             "key": self.key,
             "asset": self.node.asset,
-            "stage": self.node.stage,
+            "stage": self.node.asset,
             "folder": self.folder,
             "lineage": self.lineage_file if self.status == "ran" else None,
             "status": self.status,

@@ -17,7 +17,7 @@ from ssl_core.stages.curate import CURATED
 from ssl_core.stages.ingest import MANIFEST
 
 MODEL_FILE = "model.safetensors"  # ssl_core.train.outputs.MODEL (not imported: pulls in torch)
-POOL_LISTING = "pool_listing.csv"  # written by ingest: the pool's identity (path, sha256)
+POOL_LISTING = "pool_listing.csv"  # by the manifest stage: the pool's identity (path, sha256)
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,14 @@ class Input:
 
 @dataclass(frozen=True, eq=False)
 class Node:
-    asset: str  # the Dagster asset name (orchestration/graph.py)
-    stage: str  # the ``stage`` field of its lineage.json
-    cli: str  # the sslops command that (re)builds it
+    asset: str  # the node's one name: Dagster asset, DVC stage, sslops command, lineage stage
     out_dir_key: str  # params.paths field of its output folder (which holds lineage.json)
     inputs: dict[str, Input] = field(default_factory=dict)  # lineage input name → origin
+
+    def command(self, key: str) -> str:
+        """The sslops command that (re)builds ``key`` (``students/<name>``: that student)."""
+        _, _, part = key.partition("/")
+        return f"{self.asset} --student {part}" if part else self.asset
 
     @property
     def upstream(self) -> tuple[str, ...]:
@@ -44,33 +47,27 @@ class Node:
         return tuple(dict.fromkeys(seen))
 
 
-_MANIFEST = Input("raw_manifest", "manifest_dir", MANIFEST)
-_EVAL_SET = Input("raw_manifest", "manifest_dir", EVAL_SET)
+_MANIFEST = Input("manifest", "manifest_dir", MANIFEST)
+_EVAL_SET = Input("manifest", "manifest_dir", EVAL_SET)
 _POOL_EMB = Input("embeddings", "embeddings_dir", "pool.npy")
-_CURATED = Input("curated_dataset", "curated_dir", CURATED)
+_CURATED = Input("curated", "curated_dir", CURATED)
 _TEACHER = Input("teacher", "teacher_dir", MODEL_FILE)
 
 #: graph order (upstream first); the raw pool's lineage exists only for the demo (its builder
 #: writes it next to the eval set); ingest fingerprints any pool as pool_listing.csv
 NODES: tuple[Node, ...] = (
-    Node("raw_pool", "import_demo", "import-demo", "labels", {"source": Input(None)}),
+    Node("raw_pool", "labels", {"source": Input(None)}),
     Node(
-        "raw_manifest",
-        "ingest",
-        "ingest",
+        "manifest",
         "manifest_dir",
         {"pool_listing": Input("raw_pool", "manifest_dir", POOL_LISTING), "eval_set": _EVAL_SET},
     ),
     Node(
         "embeddings",
-        "embed",
-        "embed",
         "embeddings_dir",
         {"manifest": _MANIFEST, "eval_set": _EVAL_SET},
     ),
     Node(
-        "dedup",
-        "dedup",
         "dedup",
         "dedup_dir",
         {
@@ -81,42 +78,31 @@ NODES: tuple[Node, ...] = (
     ),
     Node(
         "clusters",
-        "cluster",
-        "cluster",
         "clusters_dir",
         {"kept": Input("dedup", "dedup_dir", "kept.parquet"), "embeddings": _POOL_EMB},
     ),
     Node(
-        "curated_dataset",
-        "curate",
-        "curate",
+        "curated",
         "curated_dir",
         {"assignments": Input("clusters", "clusters_dir", ASSIGNMENTS)},
     ),
-    Node("teacher", "train_teacher", "train-teacher", "teacher_dir", {"curated": _CURATED}),
+    Node("teacher", "teacher_dir", {"curated": _CURATED}),
     Node(
         "students",
-        "distill",
-        "distill",
         "students_dir",
         {"curated": _CURATED, "teacher": _TEACHER},
     ),
     Node(
-        "eval_reports",
-        "evaluate",
-        "evaluate",
+        "report",
         "reports_dir",
         {"teacher": _TEACHER, "curated": _CURATED},
     ),
 )
 BY_ASSET = {n.asset: n for n in NODES}
 ORDER = {n.asset: i for i, n in enumerate(NODES)}
-#: other names people use for an asset: its stage and command names, and the short ones
+#: other spellings of a node name: the hyphen one (``raw-pool``) and short ones
 ALIASES = {
-    **{n.stage: n.asset for n in NODES},
-    **{n.cli: n.asset for n in NODES},
+    **{n.asset.replace("_", "-"): n.asset for n in NODES if "_" in n.asset},
     "pool": "raw_pool",
-    "manifest": "raw_manifest",
-    "curated": "curated_dataset",
-    "reports": "eval_reports",
+    "reports": "report",
 }

@@ -24,14 +24,14 @@ from ssl_core.utils.atomic import atomic_path
 
 #: how far down the pipeline each asset's images got, and what the survivors are called
 _DEPTH = {
-    "raw_manifest": (1, "usable"),
+    "manifest": (1, "usable"),
     "embeddings": (2, "embedded"),
     "dedup": (3, "kept"),
     "clusters": (3, "kept"),
-    "curated_dataset": (4, "curated"),
+    "curated": (4, "curated"),
     "teacher": (4, "curated"),
     "students": (4, "curated"),
-    "eval_reports": (4, "curated"),
+    "report": (4, "curated"),
 }
 #: every reason a row can be dropped for, and the depth from which it applies
 REASONS = {

@@ -42,7 +42,7 @@ class Audit:
             if st.status == "not_run":
                 self.problems.append(
                     f"{st.key} has not run: {st.lineage_file} not found "
-                    f"(run `sslops {st.node.cli}`)"
+                    f"(run `sslops {st.node.command(st.key)}`)"
                 )
             for i in st.inputs:
                 if i.status == "mismatch":
@@ -97,14 +97,14 @@ class Audit:
 
 
 def _stage_lines(st: StageAudit) -> list[str]:
-    head = f"{st.key:<16} {st.folder}  [{st.node.stage}]"
+    head = f"{st.key:<16} {st.folder}  [{st.node.asset}]"
     if st.status == "input":
         return [
             f"{st.key:<16} {st.folder}  your data (read-only, no lineage of its own): "
             "ingest fingerprints it as pool_listing.csv"
         ]
     if st.status == "not_run":
-        return [head, f"  NOT RUN   no {st.lineage_file} (run `sslops {st.node.cli}`)"]
+        return [head, f"  NOT RUN   no {st.lineage_file} (run `sslops {st.node.command(st.key)}`)"]
     r = st.record
     took = f" ({r['duration_s']:.1f} s)" if r.get("duration_s") is not None else ""
     sections = ",".join(r.get("params") or {})

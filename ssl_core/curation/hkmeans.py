@@ -33,6 +33,7 @@ from typing import Literal
 import numpy as np
 
 from ssl_core.curation.kmeans import assign, kmeans_with_distances
+from ssl_core.utils.atomic import umask_mode
 
 __all__ = ["HKMeansResult", "hierarchical_kmeans", "point_cluster_ids", "closest_per_cluster"]
 
@@ -105,6 +106,7 @@ def _atomic_save(path: Path, arr: np.ndarray) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, arr)
+        os.chmod(tmp, umask_mode())  # mkstemp made it 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

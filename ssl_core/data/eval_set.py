@@ -146,7 +146,7 @@ def load_eval_set(params: Params) -> EvalSet | None:
     mdir = Path(params.paths.manifest_dir)
     info_path = mdir / LABELS_INFO
     if not info_path.is_file():
-        raise FileNotFoundError(f"{info_path} not found: run `sslops ingest` first")
+        raise FileNotFoundError(f"{info_path} not found: run `sslops manifest` first")
     info = json.loads(info_path.read_text())
     table = pl.read_parquet(mdir / EVAL_SET)
     if info["eval_root"] is None or table.is_empty():

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ssl_core.config import DataConfig
+from ssl_core.config import DataConfig, Params
 from ssl_core.data.images import PARQUET_SEP
 
 EVAL_LABELS = "eval_labels.parquet"
@@ -158,6 +158,80 @@ def find_labels(mode: str, labels_path: Path, pool: Path, ok_paths: list[str]) -
         f"no labels found (no eval set or labels file at {labels_path}, no "
         "class folders in the pool): label-based metrics are skipped",
     )
+
+
+def _listed_paths(pool: Path, params: Params) -> tuple[list[str], list[str]]:
+    """(every listed pool entry, the candidate images among them), without decoding."""
+    if pool.is_file() and pool.suffix == ".parquet":
+        n = pl.scan_parquet(pool).select(pl.len()).collect().item()
+        names = [f"{pool.name}{PARQUET_SEP}{i}" for i in range(n)]
+        return names, names
+    from ssl_core.data.manifest import list_pool
+
+    entries = list_pool(pool, params.ingest)
+    return [e[0] for e in entries], [e[0] for e in entries if e[2] is None]
+
+
+def _check_eval_folder(labels_path: Path) -> None:
+    """A ready eval set: columns, no duplicated / empty rows, known splits, every file present."""
+    where = labels_path / EVAL_LABELS
+    try:
+        df = pl.read_parquet(where)
+    except (OSError, pl.exceptions.PolarsError) as e:
+        raise LabelsError(f"{where}: can't read the eval set: {e}") from e
+    missing = {"path", "label", "split"} - set(df.columns)
+    if missing:
+        raise LabelsError(f"{where}: needs columns path, label, split; missing {sorted(missing)}")
+    rows = check_label_rows(
+        df.select(pl.col("path").cast(pl.String), pl.col("label").cast(pl.String)), str(where)
+    )
+    bad_split = df.filter(~pl.col("split").is_in(["bank", "query"]))
+    if bad_split.height:
+        raise LabelsError(
+            f"{where}: {bad_split.height} rows with split not in (bank, query), e.g. "
+            f"{bad_split.head(3).rows()}"
+        )
+    absent = [p for p in rows["path"] if not (labels_path / p).is_file()]
+    if absent:
+        raise LabelsError(
+            f"{where}: {len(absent)} rows name files that are not in {labels_path}, e.g. "
+            f"{absent[:3]}; remove those rows or restore the files"
+        )
+
+
+def precheck_labels(params: Params) -> None:
+    """Check the labels against the pool listing before ingest decodes anything: a labels
+    file's duplicated, absolute or empty rows, rows naming no pool file (extra) and pool images
+    without a row (missing, unless ``data.partial_labels``); a ready eval folder's rows and
+    files. Other layouts have nothing to check yet.
+
+    Raises:
+        LabelsError: naming the file, the count and a few example rows, and what to change.
+    """
+    labels_path, pool = Path(params.paths.labels), Path(params.paths.pool)
+    if params.data.labels != "auto":
+        return
+    if (labels_path / EVAL_LABELS).is_file():
+        _check_eval_folder(labels_path)
+        return
+    file = _labels_file(labels_path)
+    if file is None:
+        return
+    df = read_labels_file(file)
+    listed, candidates = _listed_paths(pool, params)
+    extra = df.filter(~pl.col("path").is_in(listed))
+    if extra.height:
+        raise LabelsError(
+            f"labels file {file}: {extra.height} labelled paths are not files of the pool {pool}, "
+            f"e.g. {extra['path'].head(3).to_list()}; paths must be relative to the pool folder"
+        )
+    unlabelled = sorted(set(candidates) - set(df["path"]))
+    if unlabelled and not params.data.partial_labels:
+        raise LabelsError(
+            f"labels file {file}: {len(unlabelled)} of {len(candidates)} pool images have no "
+            f"row, e.g. {unlabelled[:3]}; add their rows, or set data.partial_labels: true in "
+            "params.yaml to train on them unlabelled (they never enter the eval set)"
+        )
 
 
 def class_index(labels: pl.Series) -> tuple[pl.Series, list[str]]:

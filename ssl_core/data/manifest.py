@@ -30,32 +30,82 @@ SCHEMA = {
 }
 
 
+def _parquet_entries(pool: Path) -> list[tuple[str, bytes | None, str | None]]:
+    """Entries of a parquet pool; a null ``image`` is quarantined (``null_image``).
+
+    Raises:
+        ValueError: no ``image`` column, or one that does not hold bytes.
+    """
+    try:
+        df = pl.read_parquet(pool, columns=["image"])
+    except pl.exceptions.ColumnNotFoundError:
+        raise ValueError(f"{pool}: a parquet pool needs a binary column named 'image'") from None
+    except (OSError, pl.exceptions.PolarsError) as e:
+        raise ValueError(f"{pool}: can't read the parquet pool ({e})") from e
+    dtype = df.schema["image"]
+    if dtype != pl.Binary:
+        raise ValueError(
+            f"{pool}: column 'image' must hold the encoded image files as bytes (parquet "
+            f"binary), got {dtype}; write it with e.g. pl.Series('image', [open(f, 'rb')."
+            "read() for f in files])"
+        )
+    return [
+        (f"{pool.name}{PARQUET_SEP}{i}", b, None if b is not None else "null_image")
+        for i, b in enumerate(df["image"])
+    ]
+
+
+def _printable(rel: str) -> tuple[str, str | None]:
+    """``rel`` as UTF-8 text; a name that is not UTF-8 (Linux allows any bytes) is shown with
+    backslash escapes and quarantined, since no later stage could open it by that text."""
+    try:
+        rel.encode("utf-8")
+        return rel, None
+    except UnicodeEncodeError:
+        raw = rel.encode("utf-8", "surrogateescape")
+        return raw.decode("utf-8", "backslashreplace"), "name_not_utf8"
+
+
+def _entry_reason(p: Path, pool_real: Path, exts: set[str]) -> str | None:
+    """Why listed path ``p`` is not a candidate image, or None when it is one."""
+    if p.is_symlink():
+        if not p.resolve().is_relative_to(pool_real):
+            return "symlink_outside_pool"
+        if not p.exists():
+            return "dangling_symlink"
+    if not p.is_file():  # a symlink to a folder, a FIFO, a socket: never read
+        return "not_a_regular_file"
+    if p.suffix.lower() not in exts:
+        return f"unsupported_extension: {p.suffix or '(none)'}"
+    return None
+
+
 def list_pool(pool: Path, cfg: IngestConfig) -> list[tuple[str, bytes | None, str | None]]:
-    """Candidate entries as (relative path, bytes or None to read lazily, early reason)."""
+    """Candidate entries as (relative path, bytes or None to read lazily, early reason).
+
+    Hidden names (``.*``, at any depth) are skipped; symlinked folders are not descended into;
+    a symlink is read only when it resolves to a regular file inside the pool (it is then
+    another name of a pool file and dedup marks it as an exact duplicate), otherwise it is
+    quarantined (``symlink_outside_pool``, ``dangling_symlink``, ``not_a_regular_file``).
+    FIFOs, sockets and devices are skipped, never opened.
+    """
     if pool.is_file() and pool.suffix == ".parquet":
-        df = pl.read_parquet(pool)
-        if "image" not in df.columns:
-            raise ValueError(f"{pool}: a parquet pool needs a binary column named 'image'")
-        return [(f"{pool.name}{PARQUET_SEP}{i}", b, None) for i, b in enumerate(df["image"])]
+        return _parquet_entries(pool)
     if not pool.is_dir():
         raise FileNotFoundError(
             f"raw pool {pool} not found: set paths.pool in params.yaml to a folder of images "
-            "(or a parquet with an 'image' bytes column), or run `sslops import-demo`"
+            "(or a parquet with an 'image' bytes column), or run `sslops raw_pool`"
         )
     exts = {e.lower() for e in cfg.extensions}
+    pool_real = pool.resolve()
     out: list[tuple[str, bytes | None, str | None]] = []
     for p in sorted(pool.rglob("*")):
-        if not p.is_file() and not p.is_symlink():
-            continue
-        rel = p.relative_to(pool).as_posix()
+        if not p.is_symlink() and not p.is_file():
+            continue  # folders (walked by rglob), FIFOs, sockets, devices
         if any(part.startswith(".") for part in p.relative_to(pool).parts):
             continue  # hidden files (.DS_Store, .gitignore, DVC temp files)
-        if p.is_symlink() and not p.resolve().is_relative_to(pool.resolve()):
-            out.append((rel, None, "symlink_outside_pool"))
-        elif p.suffix.lower() not in exts:
-            out.append((rel, None, f"unsupported_extension: {p.suffix or '(none)'}"))
-        else:
-            out.append((rel, None, None))
+        rel, reason = _printable(p.relative_to(pool).as_posix())
+        out.append((rel, None, reason or _entry_reason(p, pool_real, exts)))
     return out
 
 
@@ -69,19 +119,28 @@ def _row(rel: str, data: bytes | None, reason: str | None, cfg: IngestConfig) ->
         if len(data) > cfg.max_bytes:
             reason = f"too_large: {len(data)} bytes > ingest.max_bytes"
         else:
-            info = probe(data)
+            info = probe(data, cfg.max_pixels, cfg.max_side)
             if isinstance(info, ImageInfo):
                 row.update(width=info.width, height=info.height, mode=info.mode, format=info.format)
-                side_min, side_max = min(info.width, info.height), max(info.width, info.height)
-                if side_min < cfg.min_side:
+                if min(info.width, info.height) < cfg.min_side:
                     reason = f"too_small: {info.width}x{info.height} < ingest.min_side"
-                elif side_max > cfg.max_side:
-                    reason = f"too_big: {info.width}x{info.height} > ingest.max_side"
             else:
                 reason = info
     row["status"] = "ok" if reason is None else "quarantined"
     row["reason"] = reason
     return row
+
+
+def _read(path: Path, cfg: IngestConfig) -> tuple[bytes | None, str | None]:
+    """The file's bytes, or why not: unreadable, or over ``ingest.max_bytes`` (then it is not
+    read at all, so one huge file can't exhaust memory)."""
+    try:
+        size = path.stat().st_size
+        if size > cfg.max_bytes:
+            return None, f"too_large: {size} bytes > ingest.max_bytes"
+        return path.read_bytes(), None
+    except OSError as e:
+        return None, f"unreadable: {e.strerror or type(e).__name__}"
 
 
 def build_manifest(pool: str | Path, cfg: IngestConfig, progress: bool = True) -> pl.DataFrame:
@@ -92,10 +151,7 @@ def build_manifest(pool: str | Path, cfg: IngestConfig, progress: bool = True) -
         list_pool(pool, cfg), desc="ingest", unit="file", enabled=progress
     ):
         if data is None and reason is None:
-            try:
-                data = (pool / rel).read_bytes()
-            except OSError as e:
-                reason = f"unreadable: {e.strerror or type(e).__name__}"
+            data, reason = _read(pool / rel, cfg)
         rows.append(_row(rel, data, reason, cfg))
     return pl.DataFrame(rows, schema=SCHEMA) if rows else pl.DataFrame(schema=SCHEMA)
 

@@ -14,8 +14,10 @@ The pool is only read: nothing here writes, moves or deletes anything in it. The
 under the caller's cache folder (:func:`save_state`), one JSON file per content digest
 (per ``partial-…`` key for an unfinished scan).
 The listing follows the ingest stage's rules (``ssl_core.data.manifest.list_pool``): every file
-below the pool, hidden names (``.*``) skipped, symlinked folders not followed; a pool that is a
-single file (parquet) is one entry.
+below the pool, hidden names (``.*``) skipped, symlinked folders not followed, FIFOs, sockets
+and devices skipped, symlinks out of the pool (or to non-files) hashed by their target text,
+never read; a pool that is a single file (parquet) is one entry. Any file name works, also
+one that is not UTF-8.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ def list_files(pool: Path) -> dict[str, Stats]:
                 if e.is_dir(follow_symlinks=False):
                     stack.append(e.path)
                     continue
+                if not e.is_symlink() and not e.is_file(follow_symlinks=False):
+                    continue  # FIFOs, sockets, devices: never opened (a FIFO blocks forever)
                 try:
                     st = e.stat()
                 except OSError:  # a dangling symlink: its own stats
@@ -96,6 +100,17 @@ def list_files(pool: Path) -> dict[str, Stats]:
 def _stats(path: Path) -> Stats:
     st = path.stat()
     return st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _digest(path: Path, pool_real: Path) -> str:
+    """sha256 of the file's content; for a symlink that leaves the pool or does not end at a
+    regular file, of its target text instead (never read, as ingest never reads it)."""
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.is_relative_to(pool_real) or not target.is_file():
+            text = os.readlink(path).encode("utf-8", "surrogateescape")
+            return "symlink:" + hashlib.sha256(text).hexdigest()
+    return _sha256(path)
 
 
 def _sha256(path: Path) -> str:
@@ -125,6 +140,7 @@ def scan(
     """
     pool = Path(pool)
     base = pool.parent if pool.is_file() else pool
+    pool_real = pool.resolve()
     state: dict[str, Entry] = {}
     hashed, complete = 0, True
     for rel, stats in list_files(pool).items():
@@ -134,7 +150,7 @@ def scan(
         elif hashed and deadline is not None and time.monotonic() > deadline:
             state[rel], complete = (*stats, None), False
         else:
-            state[rel] = (*stats, _sha256(base / rel))
+            state[rel] = (*stats, _digest(base / rel, pool_real))
             hashed += 1
     return state, hashed, complete
 
@@ -156,7 +172,7 @@ def content_digest(state: Mapping[str, Entry]) -> str:
     """sha256 of the pool's content: sorted (path, sha256) pairs; file times do not enter."""
     h = hashlib.sha256()
     for rel in sorted(state):
-        h.update(f"{rel}\t{state[rel][3]}\n".encode())
+        h.update(f"{rel}\t{state[rel][3]}\n".encode("utf-8", "surrogateescape"))  # any name
     return h.hexdigest()
 
 

@@ -1,6 +1,6 @@
 """The TorchX component of a stage job: one ``AppDef`` per heavy stage.
 
-The job runs ``python -m ssl_core.launch.job <stage> --params <snapshot>``; with more than one
+The job runs ``python -m ssl_core.launch.job <stage> --params <snapshot> [--student N]``; with more than one
 process it runs under ``torchrun`` (``--standalone`` on one node, c10d rendezvous on rank 0's
 host across nodes, as TorchX's own ``dist.ddp`` component does). On ``local_cwd`` the job is a
 process of this interpreter in the project folder; on a container scheduler it runs ``python``
@@ -40,16 +40,23 @@ class LaunchError(ValueError):
 
 def check_resources(stage: str, res: JobResources) -> None:
     """Refuse process layouts a stage cannot use."""
-    if stage == "embed" and res.nnodes * res.nproc_per_node > 1:
+    if stage == "embeddings" and res.nnodes * res.nproc_per_node > 1:
         raise LaunchError(
-            "launch.embed: embedding runs in one process (its cache is written by one writer); "
+            "launch.embeddings: embedding runs in one process (its cache is written by one writer); "
             f"set nnodes: 1 and nproc_per_node: 1 (got {res.nnodes}x{res.nproc_per_node})"
         )
 
 
-def job_command(stage: str, params_path: str, res: JobResources, python: str) -> list[str]:
-    """``[entrypoint, *args]`` of the job's processes (the same on every node)."""
-    job = ["-m", JOB_MODULE, stage, "--params", params_path]
+def job_command(
+    stage: str,
+    params_path: str,
+    res: JobResources,
+    python: str,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
+    """``[entrypoint, *args]`` of the job's processes (the same on every node); ``extra``:
+    more arguments of the job entry point (``--student NAME``)."""
+    job = ["-m", JOB_MODULE, stage, "--params", params_path, *extra]
     if res.nnodes == 1 and res.nproc_per_node == 1:
         return [python, *job]
     run = [python, "-m", "torch.distributed.run", "--nproc_per_node", str(res.nproc_per_node)]
@@ -69,15 +76,17 @@ def stage_app(
     params_path: str,
     name: str,
     env: dict[str, str] | None = None,
+    extra: tuple[str, ...] = (),
 ) -> specs.AppDef:
     """The ``AppDef`` that runs ``stage`` with the params snapshot at ``params_path``.
 
     Args:
-        stage: CLI name of a job stage (``embed``, ``train-teacher``, ``distill``).
+        stage: node name of a job stage (``embeddings``, ``teacher``, ``students``).
         launch: the ``launch:`` section (scheduler, image, volume, resources).
         params_path: params file the job reads, relative to the project folder (the job's cwd).
         name: job name (TorchX appends a unique suffix on submission).
         env: extra environment (e.g. the Dagster run id, for the record).
+        extra: more arguments of the job entry point (``--student NAME``).
     """
     if stage not in JOB_STAGES:
         raise LaunchError(f"{stage!r} is not a job stage ({', '.join(JOB_STAGES)})")
@@ -85,10 +94,10 @@ def stage_app(
     check_resources(stage, res)
     on_host = launch.on_host
     entrypoint, *args = job_command(
-        stage, params_path, res, sys.executable if on_host else "python"
+        stage, params_path, res, sys.executable if on_host else "python", extra
     )
     role = specs.Role(
-        name=JOB_STAGES[stage].replace("_", "-"),
+        name=stage.replace("_", "-"),
         image="" if on_host else launch.image,
         entrypoint=entrypoint,
         args=args,

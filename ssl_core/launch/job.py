@@ -1,4 +1,4 @@
-"""What a stage job runs: ``python -m ssl_core.launch.job <stage> --params FILE``.
+"""What a stage job runs: ``python -m ssl_core.launch.job <stage> --params FILE [--student N]``.
 
 The launcher submits this (under ``torchrun`` when a stage asks for several processes); it
 runs the stage's work exactly as an in-process call would and writes the same outputs and
@@ -20,22 +20,17 @@ import sys  # noqa: E402
 
 from ssl_core.config import ConfigError, load_params  # noqa: E402
 from ssl_core.data.labels import LabelsError  # noqa: E402
-from ssl_core.launch.settings import JOB_STAGES  # noqa: E402
+from ssl_core.stages.names import JOB_STAGES, STAGE_MODULES  # noqa: E402
 
 #: prefix of the result line (so the launcher finds it among log lines)
 RESULT_PREFIX = "SSLOPS_RESULT "
-STAGE_MODULES = {
-    "embed": "ssl_core.stages.embed",
-    "train-teacher": "ssl_core.stages.train_teacher",
-    "distill": "ssl_core.stages.distill",
-}
-assert set(STAGE_MODULES) == set(JOB_STAGES)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ssl_core.launch.job", description=__doc__)
-    p.add_argument("stage", choices=sorted(STAGE_MODULES))
+    p.add_argument("stage", choices=sorted(JOB_STAGES))
     p.add_argument("--params", required=True, help="params file (the launcher's snapshot)")
+    p.add_argument("--student", action="append", help="students only: build just these")
     a = p.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -46,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     try:
         params = load_params(a.params)
-        stats = importlib.import_module(STAGE_MODULES[a.stage]).run(params, progress=rank == 0)
+        only = {"students": a.student} if a.student else {}
+        module = importlib.import_module(STAGE_MODULES[a.stage])
+        stats = module.run(params, progress=rank == 0, **only)
     except (ConfigError, FileNotFoundError, ValueError, LabelsError) as e:
         print(f"sslops {a.stage} (job): error: {e}", file=sys.stderr, flush=True)
         return 2

@@ -6,6 +6,7 @@ in the job's folder (next to the outputs, so on a cluster they outlive the pod);
 goes to stdout on every state change and every ``launch.heartbeat_s`` (Dagster turns stdout
 lines into run-log events). Submission is retried with backoff on transient API errors. A job
 that does not succeed raises :class:`JobFailed` quoting its last log lines and its app handle;
+a running job that writes nothing for ``launch.stall_timeout_s`` is cancelled (:class:`JobStalled`);
 an interrupt (Ctrl-C, SIGTERM, a cancelled Dagster run) cancels the job before re-raising.
 """
 
@@ -190,6 +191,8 @@ class _LogFollower:
         self.lock = threading.Lock()
         self.done = threading.Event()
         self.file = log_path.open("a", encoding="utf-8")
+        self.log_path = log_path
+        self.activity = time.monotonic()  # when the job last wrote anything (stall detection)
         role = app.roles[0]
         multi = role.num_replicas > 1
         self.threads = [
@@ -226,6 +229,7 @@ class _LogFollower:
     def _emit(self, line: str, text: str | None = None) -> None:
         """``line`` as shown and kept; ``text``: the job's own text (no prefix, no time)."""
         with self.lock:
+            self.activity = time.monotonic()  # a new line (a re-read stream's old ones are not)
             self.tail.append(line)
             if ERROR_LINE.search(line if text is None else text):
                 self.errors.append(line)
@@ -248,9 +252,33 @@ class _LogFollower:
             return list(self.tail)
 
 
+class JobStalled(JobFailed):
+    """A running job wrote no log line for ``launch.stall_timeout_s`` seconds."""
+
+
+def _check_stall(handle: str, launch: LaunchConfig, follower: _LogFollower, since: float) -> None:
+    """Raise :class:`JobStalled` when the running job has been silent for longer than
+    ``launch.stall_timeout_s`` (run_job then cancels it)."""
+    idle = time.monotonic() - max(follower.activity, since)
+    if idle <= launch.stall_timeout_s:
+        return
+    with follower.lock:
+        tail = list(follower.tail)
+    quoted = "\n".join(f"  | {ln}" for ln in tail) or "  (no log lines)"
+    raise JobStalled(
+        f"job {handle} looks hung: no new log line for {idle:.0f} s while RUNNING "
+        f"(launch.stall_timeout_s = {launch.stall_timeout_s:g}); it was cancelled.\n"
+        f"last {len(tail)} log lines:\n{quoted}\nfull log: {follower.log_path}\n"
+        "If the stage is only slow between log lines (one very long step, a slow first batch), "
+        "raise launch.stall_timeout_s in params.yaml and rerun.",
+        handle, "STALLED", tail,
+    )  # fmt: skip
+
+
 def _wait(runner: Runner, handle: str, launch: LaunchConfig, follower: _LogFollower,
           say: Callable) -> AppState:  # fmt: skip
     start, beat, state, errors = time.monotonic(), time.monotonic(), None, 0
+    running_since = start
     while True:
         try:
             status = runner.status(handle)
@@ -264,9 +292,12 @@ def _wait(runner: Runner, handle: str, launch: LaunchConfig, follower: _LogFollo
         if status is not None:
             if status.state != state:
                 state = status.state
+                running_since = time.monotonic()
                 say(f"{state.name} ({time.monotonic() - start:.0f}s)")
             if is_terminal(state):
                 return state
+            if state == AppState.RUNNING:
+                _check_stall(handle, launch, follower, running_since)
         if time.monotonic() - beat >= launch.heartbeat_s:
             beat = time.monotonic()
             last = follower.last
@@ -294,7 +325,8 @@ def run_job(
         status_out: where status lines go (default stdout).
 
     Raises:
-        JobFailed: the job ended FAILED/CANCELLED/... (message quotes its last log lines).
+        JobFailed: the job ended FAILED/CANCELLED/... (message quotes its last log lines);
+            :class:`JobStalled` when it wrote nothing for ``launch.stall_timeout_s`` (cancelled).
         JobInterrupted: SIGINT/SIGTERM arrived; the job was cancelled first.
     """
     echo, status_out = echo or sys.stderr, status_out or sys.stdout

@@ -1,13 +1,13 @@
-"""``launch:`` in params.yaml: where the heavy stages (embed, train-teacher, distill) run.
+"""``launch:`` in params.yaml: where the heavy stages (embeddings, teacher, students) run.
 
-A stage command (``sslops train-teacher``) submits its work as a TorchX job to
+A stage command (``sslops teacher``) submits its work as a TorchX job to
 ``launch.scheduler``: ``local_cwd`` (default: processes on this machine, from the project
 folder) or ``kubernetes`` (a Volcano job on a GPU cluster; image, namespace, queue, service
 account and the data volume below). Switching that one key is the only change a cluster user
 makes in the project; the cluster side lives in ``k8s/``.
 
 How a job runs does not change what it computes, so these keys are not part of a stage's
-params, with one exception: the process counts of train-teacher and distill (``nnodes`` x
+params, with one exception: the process counts of teacher and students (``nnodes`` x
 ``nproc_per_node`` ranks, each with ``batch_size`` images, make the global batch), which
 dvc.yaml lists as those stages' params.
 """
@@ -18,8 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-#: stages whose work runs as a TorchX job (the CLI command name → the params key of its resources)
-JOB_STAGES = {"embed": "embed", "train-teacher": "train_teacher", "distill": "distill"}
+# stages whose work runs as a TorchX job; ``launch.<stage>`` holds each one's resources
+from ssl_core.stages.names import JOB_STAGES
 
 #: set by the Dagster glue for a stage's subprocess: ties a job (labels, records) to its run
 RUN_ID_ENV = "SSLOPS_DAGSTER_RUN_ID"
@@ -71,13 +71,22 @@ class LaunchConfig(BaseModel):
     poll_interval_s: float = Field(1.0, gt=0, description="seconds between job status polls")
     heartbeat_s: float = Field(30.0, gt=0, description="seconds between status lines on stdout")
     log_tail_lines: int = Field(40, ge=1, description="job log lines quoted when a job fails")
-    embed: JobResources = JobResources(cpu=8, memory_gb=32, gpus=1)
-    train_teacher: JobResources = JobResources(cpu=8, memory_gb=64, gpus=1)
-    distill: JobResources = JobResources(cpu=8, memory_gb=64, gpus=1)
+    stall_timeout_s: float = Field(
+        3600.0,
+        gt=0,
+        description="a RUNNING job that writes no log line (progress lines included) for this "
+        "long is cancelled and its stage fails quoting its last lines; raise it for stages with "
+        "very long silent steps",
+    )
+    embeddings: JobResources = JobResources(cpu=8, memory_gb=32, gpus=1)
+    teacher: JobResources = JobResources(cpu=8, memory_gb=64, gpus=1)
+    students: JobResources = JobResources(cpu=8, memory_gb=64, gpus=1)
 
     def resources(self, stage: str) -> JobResources:
-        """Resources of a job stage, by CLI name (``train-teacher``)."""
-        return getattr(self, JOB_STAGES[stage])
+        """Resources of a job stage, by node name (``teacher``)."""
+        if stage not in JOB_STAGES:
+            raise KeyError(f"{stage!r} is not a job stage ({', '.join(JOB_STAGES)})")
+        return getattr(self, stage)
 
     @property
     def on_host(self) -> bool:

@@ -1,6 +1,6 @@
 """A heavy stage as a job: snapshot params, submit, wait, check the outputs, record the job.
 
-``sslops embed|train-teacher|distill`` (and so DVC and Dagster) call :func:`run_stage_job`.
+``sslops embeddings|teacher|students`` (and so DVC and Dagster) call :func:`run_stage_job`.
 Each job gets a folder ``<data>/.jobs/<stage>-<utc time>/`` (next to the outputs, on the data
 volume in a cluster) holding the params snapshot the job reads, ``job.log`` (its streamed log),
 ``request.yaml`` (the rendered scheduler request, container schedulers) and ``job.json``
@@ -32,14 +32,15 @@ def jobs_root(params: Params) -> Path:
     return jobs_dir(params.paths)
 
 
-def stage_outputs(params: Params, stage: str) -> list[Path]:
-    """The folders whose ``lineage.json`` a successful job must have written."""
+def stage_outputs(params: Params, stage: str, students: list[str] | None = None) -> list[Path]:
+    """The folders whose ``lineage.json`` a successful job must have written (``students``:
+    the students the job built, default all of ``distill.students``)."""
     p = params.paths
-    if stage == "embed":
+    if stage == "embeddings":
         return [Path(p.embeddings_dir)]
-    if stage == "train-teacher":
+    if stage == "teacher":
         return [Path(p.teacher_dir)]
-    return [Path(p.students_dir) / name for name in params.distill.students]
+    return [Path(p.students_dir) / name for name in students or params.distill.students]
 
 
 def _result_line(lines: list[str]) -> dict[str, Any] | None:
@@ -67,13 +68,15 @@ def _record(outputs: list[Path], job_id: str, job: dict[str, Any]) -> dict[str, 
     return stats
 
 
-def _app_and_patch(params: Params, stage: str, job_id: str, snapshot: str):
+def _app_and_patch(
+    params: Params, stage: str, job_id: str, snapshot: str, extra: tuple[str, ...] = ()
+):
     """The stage's AppDef and the edit of its dry-run request (hardening on kubernetes)."""
     launch = params.launch
     run_id = os.environ.get(RUN_ID_ENV, "")
     env = {JOB_ID_ENV: job_id, RUN_ID_ENV: run_id}
     name = f"sslops-{stage}" + (f"-{run_id[:8]}" if run_id else "")
-    app = stage_app(stage, launch, snapshot, name=name, env=env)
+    app = stage_app(stage, launch, snapshot, name=name, env=env, extra=extra)
     labels = job_labels(stage, run_id, git_sha())
 
     def patch(info: AppDryRunInfo) -> None:
@@ -97,15 +100,20 @@ def render_stage_job(params: Params, stage: str) -> str:
     return f"# scheduler: {params.launch.scheduler}, run options: {cfg}\n{info.request}"
 
 
-def run_stage_job(params: Params, params_file: str | Path, stage: str) -> dict[str, Any]:
-    """Run ``stage`` as a TorchX job on ``params.launch.scheduler``; returns its stats."""
+def run_stage_job(
+    params: Params, params_file: str | Path, stage: str, only: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
+    """Run ``stage`` as a TorchX job on ``params.launch.scheduler``; returns its stats.
+    ``only={"students": [...]}`` builds just those students (``sslops students --student``)."""
+    students = (only or {}).get("students")
+    extra = tuple(a for name in students or () for a in ("--student", name))
     launch = params.launch
     now = dt.datetime.now(dt.UTC)
     job_dir = jobs_root(params) / f"{stage}-{now:%Y%m%d-%H%M%S-%f}"
     job_dir.mkdir(parents=True, exist_ok=False)
     snapshot = job_dir / "params.yaml"
     write_text(snapshot, Path(params_file).read_text())
-    app, harden_request = _app_and_patch(params, stage, job_dir.name, str(snapshot))
+    app, harden_request = _app_and_patch(params, stage, job_dir.name, str(snapshot), extra)
 
     def patch(info: AppDryRunInfo) -> None:
         harden_request(info)
@@ -124,9 +132,9 @@ def run_stage_job(params: Params, params_file: str | Path, stage: str) -> dict[s
         raise
     job |= {"app_handle": result.handle, "state": result.state, "wall_s": round(result.wall_s, 3)}
     write_json(job_dir / "job.json", job)
-    stats = _record(stage_outputs(params, stage), job_dir.name, job)
+    stats = _record(stage_outputs(params, stage, students), job_dir.name, job)
     parsed = _result_line(result.lines)
     if parsed is not None:
         parsed.pop("stage", None)
         return parsed
-    return stats if stage == "distill" else next(iter(stats.values()))
+    return stats if stage == "students" else next(iter(stats.values()))

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -137,21 +139,90 @@ def infer_config(state_dict: StateDict, num_heads: int | None = None) -> ViTConf
     )
 
 
-def check_state_dict(model: nn.Module, state_dict: StateDict) -> None:
-    """Raise ``ValueError`` naming the first missing, unexpected or mis-shaped key."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    if missing:
-        raise ValueError(f"state dict is missing key {missing[0]!r} ({len(missing)} missing)")
-    unexpected = [k for k in state_dict if k not in expected]
-    if unexpected:
-        raise ValueError(f"state dict has unexpected key {unexpected[0]!r}")
-    for k, v in expected.items():
-        if tuple(state_dict[k].shape) != tuple(v.shape):
-            raise ValueError(
-                f"shape mismatch for key {k!r}: got {tuple(state_dict[k].shape)}, "
-                f"expected {tuple(v.shape)}"
-            )
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+
+
+class CheckpointError(ValueError):
+    """A weights file that is corrupt, truncated, unsafe or of another architecture; the
+    message names the file, what differs, and what to do."""
+
+
+def safe_torch_load(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU: tensors and plain containers only, so
+    loading never runs code from the file.
+
+    Raises:
+        CheckpointError: a truncated / corrupt file, or one holding other Python objects.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: refused: not a plain tensor file. Either it is corrupt, or it holds Python "
+            "objects besides tensors and containers, which are never unpickled since that could "
+            "run code from the file (torch.load weights_only=True). Re-save it as a state dict "
+            f"(torch.save(model.state_dict(), ...)) or as safetensors. ({_first_line(e)})"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(
+            f"{path}: unreadable, corrupt or truncated (an interrupted write, copy or download?): "
+            f"{_first_line(e)}. Re-export or re-download it (or delete it to start over)."
+        ) from None
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file.
+
+    Raises:
+        CheckpointError: a truncated or corrupt file.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return load_file(str(path)), meta
+    except SafetensorError as e:
+        raise CheckpointError(
+            f"{path}: corrupt or truncated safetensors file ({_first_line(e)}). Re-export or "
+            "re-download it."
+        ) from None
+
+
+def _shape(t: Any) -> tuple[int, ...] | str:
+    return tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+
+
+def state_dict_differences(expected: StateDict, found: StateDict, n: int = 5) -> list[str]:
+    """What differs between two state dicts, as lines naming up to ``n`` keys per kind:
+    missing, unexpected, and shape mismatches with expected vs found shapes."""
+    missing = [f"missing key {k!r}" for k in expected if k not in found]
+    unexpected = [f"unexpected key {k!r}" for k in found if k not in expected]
+    shapes = [
+        f"shape mismatch for key {k!r}: expected {_shape(v)}, found {_shape(found[k])}"
+        for k, v in expected.items()
+        if k in found and _shape(found[k]) != _shape(v)
+    ]
+    lines = []
+    for items in (missing, unexpected, shapes):
+        lines += items[:n]
+        if len(items) > n:
+            lines.append(f"... and {len(items) - n} more like these")
+    return lines
+
+
+def check_state_dict(model: nn.Module, state_dict: StateDict, source: str = "state dict") -> None:
+    """Raise :class:`CheckpointError` listing the first missing, unexpected and mis-shaped keys
+    (expected vs found shapes) of ``state_dict`` for ``model``."""
+    diffs = state_dict_differences(model.state_dict(), state_dict)
+    if diffs:
+        cfg = getattr(model, "config", None)
+        arch = f" ({type(model).__name__}, {cfg})" if cfg is not None else ""
+        raise CheckpointError(
+            f"{source} does not fit the model{arch}:\n  "
+            + "\n  ".join(diffs)
+            + "\nWrong preset or config for these weights, or a truncated export: pick the "
+            "matching preset (or let the config be read from the file), or re-export it."
+        )
 
 
 def _read(src: str | Path) -> tuple[dict[str, Tensor], BackboneConfig | None]:
@@ -159,13 +230,12 @@ def _read(src: str | Path) -> tuple[dict[str, Tensor], BackboneConfig | None]:
     if not path.is_file():
         raise FileNotFoundError(path)
     if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        tensors, meta = read_safetensors(path)
         cfg = meta.get(CONFIG_METADATA_KEY)
-        return load_file(str(path)), config_from_dict(json.loads(cfg)) if cfg else None
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+        return tensors, config_from_dict(json.loads(cfg)) if cfg else None
+    obj = safe_torch_load(path)
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{path} does not hold a state dict (got {type(obj).__name__})")
+        raise CheckpointError(f"{path} does not hold a state dict (got {type(obj).__name__})")
     return dict(obj), None
 
 
@@ -197,7 +267,7 @@ def load_backbone(
     sd = flatten_chunked_blocks(raw)
     cfg = config or meta_cfg or infer_config(sd, num_heads=num_heads)
     model = build_from_config(cfg)
-    check_state_dict(model, sd)
+    check_state_dict(model, sd, source=str(src) if not isinstance(src, Mapping) else "state dict")
     model.load_state_dict(sd, strict=True)
     return model.eval()
 

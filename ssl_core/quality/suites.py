@@ -39,7 +39,7 @@ def manifest_suite(manifest: pl.DataFrame, params: Params) -> SuiteResult:
         (pl.col("status") == "quarantined").cast(pl.Float64).alias("quarantined")
     )
     return validate(
-        "raw_manifest",
+        "manifest",
         [
             Batch(
                 "manifest",

@@ -1,4 +1,4 @@
-"""Stage ``cluster``: hierarchical k-means (faiss) over the deduplicated embeddings."""
+"""Stage ``clusters``: hierarchical k-means (faiss) over the deduplicated embeddings."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def level_col(level: int) -> str:
 
 def run(params: Params, progress: bool = True) -> dict:
     cfg = params.cluster
-    st = StageRun("cluster", params, ("cluster",), seed=cfg.seed)
+    st = StageRun("clusters", params, ("cluster",), seed=cfg.seed)
     kept_path = Path(params.paths.dedup_dir) / "kept.parquet"
     emb_path = Path(params.paths.embeddings_dir) / "pool.npy"
     kept = pl.read_parquet(kept_path)

@@ -1,4 +1,4 @@
-"""Stage ``curate``: balanced hierarchical sampling to ``curate.target_size`` images."""
+"""Stage ``curated``: balanced hierarchical sampling to ``curate.target_size`` images."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def normalised_entropy(counts: np.ndarray) -> float:
 
 def run(params: Params, progress: bool = True) -> dict:
     cfg = params.curate
-    st = StageRun("curate", params, ("curate", "cluster"), seed=cfg.seed)
+    st = StageRun("curated", params, ("curate", "cluster"), seed=cfg.seed)
     cdir = Path(params.paths.clusters_dir)
     table = pl.read_parquet(cdir / ASSIGNMENTS)
     levels = resolved_levels(params)

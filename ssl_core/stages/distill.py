@@ -1,4 +1,11 @@
-"""Stage ``distill``: one student per name in ``distill.students``, from the frozen teacher."""
+"""Stage ``students``: one student per name in ``distill.students``, from the frozen teacher.
+
+``students`` (default: all of ``distill.students``) picks which students to build: each is
+written to its own folder ``<paths.students_dir>/<name>/`` only, so building one student
+(``sslops students --student NAME``, the DVC stage ``students@NAME``, one Dagster partition)
+never touches another's files. Inside a folder every file is replaced by an atomic rename and
+``lineage.json`` is written last: a folder without it is an unfinished build.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +22,19 @@ from ssl_core.stages.curate import CURATED
 from ssl_core.train.distill import distill_student
 
 
-def run(params: Params, progress: bool = True) -> dict:
+def selected(params: Params, students: list[str] | None) -> list[str]:
+    """The students to build: ``students`` (each must be in ``distill.students``) or all."""
+    listed = list(params.distill.students)
+    unknown = [s for s in students or () if s not in listed]
+    if unknown:
+        raise ValueError(f"student(s) {unknown} not in distill.students {listed} (params.yaml)")
+    return list(dict.fromkeys(students)) if students else listed
+
+
+def run(params: Params, progress: bool = True, students: list[str] | None = None) -> dict:
+    names = selected(params, students)
     cfg = params.distill
-    st = StageRun("distill", params, ("distill", "train"), seed=cfg.seed)
+    st = StageRun("students", params, ("distill", "train"), seed=cfg.seed)
     curated_path = Path(params.paths.curated_dir) / CURATED
     teacher_dir = Path(params.paths.teacher_dir)
     paths = pl.read_parquet(curated_path)["path"].to_list()
@@ -29,7 +46,7 @@ def run(params: Params, progress: bool = True) -> dict:
         else None
     )
     results = {}
-    for name in cfg.students:
+    for name in names:
         out = Path(params.paths.students_dir) / name
         out.mkdir(parents=True, exist_ok=True)
         results[name] = distill_student(

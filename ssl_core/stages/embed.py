@@ -1,4 +1,4 @@
-"""Stage ``embed``: unique ``ok`` pool images and eval images → embedding matrices + ids.
+"""Stage ``embeddings``: unique ``ok`` pool images and eval images → embedding matrices + ids.
 
 Embeddings come from a persistent cache keyed by (image sha256, model hash) under
 ``<embeddings_dir parent>/.cache/embeddings/<model_hash>/`` (outside the DVC-tracked output):
@@ -30,7 +30,7 @@ def cache_root(params: Params) -> Path:
 
 def run(params: Params, progress: bool = True) -> dict:
     cfg = params.embed
-    st = StageRun("embed", params, ("embed",), seed=cfg.seed)
+    st = StageRun("embeddings", params, ("embed",), seed=cfg.seed)
     manifest_path = Path(params.paths.manifest_dir) / MANIFEST
     manifest = pl.read_parquet(manifest_path)
     evset = load_eval_set(params)

@@ -1,4 +1,4 @@
-"""Stage ``evaluate``: every model measured, curation diagnosed, ``report.md`` written.
+"""Stage ``report``: every model measured, curation diagnosed, ``report.md`` written.
 
 With labels: kNN of every model (raw pixels, random init, teacher, students) on the eval set,
 and the class balance of raw pool vs random subset vs curated set. Always, labels or not: the
@@ -29,6 +29,7 @@ from ssl_core.eval.probe import sample_images
 from ssl_core.eval.protocol import measure
 from ssl_core.eval.report_html import report_html, report_images
 from ssl_core.eval.report_md import report_md
+from ssl_core.lineage import LINEAGE_FILE
 from ssl_core.stages.cluster import ASSIGNMENTS, level_col, resolved_levels
 from ssl_core.stages.common import StageRun
 from ssl_core.stages.curate import CURATED
@@ -48,11 +49,26 @@ def _models(params: Params) -> dict:
         f"random_init_{t.preset}": BackboneEmbedder(random_vit, t.image_size, "random"),
         "teacher": make_embedder(params.paths.teacher_dir, t.image_size),
     }
-    for s in params.distill.students:
+    for s in students_present(params):
         models[f"student_{s}"] = make_embedder(
             str(Path(params.paths.students_dir) / s), t.image_size
         )
     return models
+
+
+def students_present(params: Params) -> list[str]:
+    """Every finished student in ``paths.students_dir`` (a folder with its model and its
+    ``lineage.json``, which the students stage writes last): those of ``distill.students``
+    first, in that order, then any other, by name. Students are built one at a time (one
+    Dagster partition, one DVC ``students@<name>`` stage), so the report reads the folder."""
+    root = Path(params.paths.students_dir)
+    found = {
+        d.name
+        for d in (root.iterdir() if root.is_dir() else ())
+        if (d / "model.safetensors").is_file() and (d / LINEAGE_FILE).is_file()
+    }
+    listed = [s for s in params.distill.students if s in found]
+    return listed + sorted(found - set(listed))
 
 
 def _feature_health(emb, root: Path, paths: list[str], seed: int) -> tuple[dict, dict]:
@@ -123,7 +139,7 @@ def _headline(metrics: dict) -> dict:
 
 
 def run(params: Params, progress: bool = True) -> dict:
-    st = StageRun("evaluate", params, ("eval", "train", "distill"))
+    st = StageRun("report", params, ("eval", "train", "distill"))
     cfg, evset = params.eval, load_eval_set(params)
     manifest = pl.read_parquet(Path(params.paths.manifest_dir) / MANIFEST)
     curated = pl.read_parquet(Path(params.paths.curated_dir) / CURATED)

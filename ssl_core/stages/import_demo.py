@@ -1,4 +1,4 @@
-"""Stage ``import-demo``: Fashion-MNIST → long-tailed raw pool + balanced eval set.
+"""Stage ``raw_pool`` (demo data): Fashion-MNIST → long-tailed raw pool + balanced eval set.
 
 Writes only the demo's own folders (``data/demo/pool``, ``data/demo/eval``) and refuses to run
 unless ``data.source`` is ``demo``: a user's pool is never an output of this (or any) stage.
@@ -17,10 +17,10 @@ from ssl_core.utils.atomic import atomic_dir
 def run(params: Params, progress: bool = True) -> dict:
     if params.data.source != "demo":
         raise ConfigError(
-            f"import-demo builds the demo data, but data.source is {params.data.source!r}: "
+            f"raw_pool builds the demo data, but data.source is {params.data.source!r}: "
             "nothing to do (your pool at paths.pool is only ever read)"
         )
-    st = StageRun("import_demo", params, ("demo",), seed=params.demo.seed)
+    st = StageRun("raw_pool", params, ("demo",), seed=params.demo.seed)
     with atomic_dir(DEMO_POOL) as tmp_pool, atomic_dir(DEMO_LABELS) as tmp_eval:
         summary = build_demo(params.demo, tmp_pool, tmp_eval, progress=progress)
         st.lineage(tmp_eval, {"source": params.demo.source_dir}, asdict(summary))

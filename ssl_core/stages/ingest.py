@@ -1,4 +1,4 @@
-"""Stage ``ingest``: raw pool → ``raw_manifest.parquet`` (every file decoded and described)."""
+"""Stage ``manifest``: raw pool → ``raw_manifest.parquet`` (every file decoded and described)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import polars as pl
 
 from ssl_core.config import Params
 from ssl_core.data.eval_set import EVAL_SET, build_eval_set, write_eval_set
+from ssl_core.data.labels import precheck_labels
 from ssl_core.data.manifest import build_manifest
 from ssl_core.stages.common import StageRun, log
 from ssl_core.utils.atomic import atomic_dir
@@ -34,8 +35,9 @@ def mark_exact_duplicates(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def run(params: Params, progress: bool = True) -> dict:
-    st = StageRun("ingest", params, ("ingest", "data"))
+    st = StageRun("manifest", params, ("ingest", "data"))
     pool, out = Path(params.paths.pool), Path(params.paths.manifest_dir)
+    precheck_labels(params)  # a bad labels file fails before any image is decoded
     df = mark_exact_duplicates(build_manifest(pool, params.ingest, progress=progress))
     evs = build_eval_set(params, df)
     log.info("labels: %s", evs.info["detail"])

@@ -1,4 +1,4 @@
-"""Stage ``train-teacher``: DINOv2-style pretraining on the curated dataset."""
+"""Stage ``teacher``: DINOv2-style pretraining on the curated dataset."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from ssl_core.train.teacher import train_teacher
 
 def run(params: Params, progress: bool = True) -> dict:
     cfg = params.train
-    st = StageRun("train_teacher", params, ("train",), seed=cfg.seed)
+    st = StageRun("teacher", params, ("train",), seed=cfg.seed)
     curated_path = Path(params.paths.curated_dir) / CURATED
     paths = pl.read_parquet(curated_path)["path"].to_list()
     cfg = sizing.resolve_epochs(cfg, len(paths), sizing.TEACHER_IMAGES, "train")

@@ -26,10 +26,13 @@ from typing import Any
 
 import torch
 
+from ssl_core.models.official import CheckpointError, safe_torch_load
 from ssl_core.utils.atomic import atomic_path
 
 __all__ = [
+    "RESUME_PARTS",
     "RUNTIME_ONLY",
+    "CheckpointError",
     "get_rng_state",
     "load_checkpoint",
     "recipe_changes",
@@ -39,6 +42,8 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+RESUME_PARTS = ("config", "model", "optimizer", "losses", "rng", "train_state")
+"""Parts :func:`restore_run` needs."""
 
 log = logging.getLogger("sslops.train")
 
@@ -52,6 +57,12 @@ def recipe_changes(saved_json: str, current_json: str) -> list[str]:
     saved, current = json.loads(saved_json), json.loads(current_json)
     keys = (set(saved) | set(current)) - set(RUNTIME_ONLY)
     return sorted(k for k in keys if saved.get(k, "<missing>") != current.get(k, "<missing>"))
+
+
+def _short(e: BaseException, n: int = 6) -> str:
+    """The first ``n`` lines of an error (torch lists every mismatched key)."""
+    lines = [ln.strip() for ln in str(e).strip().rstrip(".").splitlines() if ln.strip()]
+    return "\n  ".join(lines[:n]) + ("\n  ..." if len(lines) > n else "")
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -87,19 +98,34 @@ def save_checkpoint(path: str | Path, parts: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (tensors on CPU).
+def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (tensors on CPU), never running
+    code from the file (``torch.load(weights_only=True)``).
+
+    Args:
+        required: Parts that must be present (e.g. :data:`RESUME_PARTS`).
 
     Raises:
         FileNotFoundError: No file at ``path``.
-        ValueError: Unknown format version.
+        CheckpointError (a ``ValueError``): truncated / corrupt / unsafe file, unknown format
+            version, or a required part missing; the message says what to do.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(path)
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = safe_torch_load(path)
     if not isinstance(obj, dict) or obj.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: not a checkpoint of format version {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{path}: not a training checkpoint of format version {FORMAT_VERSION} (found "
+            f"{obj.get('format_version') if isinstance(obj, dict) else type(obj).__name__!r}); "
+            "delete it to start the run over"
+        )
+    absent = [p for p in required if p not in obj]
+    if absent:
+        raise CheckpointError(
+            f"{path}: checkpoint lacks part(s) {absent} (has {sorted(obj)}); it was written by "
+            "another version or cut short: delete it to start the run over"
+        )
     return obj
 
 
@@ -116,7 +142,7 @@ def restore_run(
     ``tensors``: a :mod:`ssl_core.train.model_state` object (replicated or FSDP). None (and a
     warning naming the changed fields) when the checkpoint is of another recipe.
     """
-    ck = load_checkpoint(ckpt_path)
+    ck = load_checkpoint(ckpt_path, RESUME_PARTS)
     changed = recipe_changes(ck["config"], cfg_json)
     if changed:
         log.warning(
@@ -134,8 +160,11 @@ def restore_run(
         )
     try:
         tensors.load(ck["model"], ck["optimizer"], optimizer)
-    except ValueError as e:
-        raise ValueError(f"{ckpt_path}: {e}") from None
-    losses.load_state_dict(ck["losses"])
+        losses.load_state_dict(ck["losses"])
+    except (ValueError, RuntimeError, KeyError) as e:  # RuntimeError: torch's size mismatch
+        raise CheckpointError(
+            f"{ckpt_path} does not fit this run's model although its recipe matches:\n  "
+            f"{_short(e)}\nThe file is damaged or from other code: delete it to start over."
+        ) from None
     set_rng_state(ck["rng"])
     return ck["train_state"]

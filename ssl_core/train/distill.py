@@ -18,17 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import nn
 
 from ssl_core.config import DistillConfig
-from ssl_core.models.official import load_backbone
+from ssl_core.models.official import load_backbone, read_safetensors, state_dict_differences
 from ssl_core.models.presets import Backbone, BackboneConfig, build_from_config, get_config
 from ssl_core.train.outputs import HEAD, HEAD_METADATA_KEY, MODEL
 from ssl_core.train.runtime import Runtime
 from ssl_core.train.ssl_model import SSLModel, SSLNet, make_head_config
-from ssl_core.train.trainer import StepHook, fit
+from ssl_core.train.trainer import RunOptions, RunSpec, StepHook, fit
 
 __all__ = ["distill_student", "load_teacher", "student_config"]
 
@@ -60,14 +58,15 @@ def load_teacher(teacher_dir: Path) -> tuple[SSLNet, dict[str, Any]]:
             "outputs, so it needs the DINO head written by train_teacher (head.safetensors)."
         )
     backbone: Backbone = load_backbone(model_path)
-    with safe_open(str(head_path), framework="pt") as f:
-        meta = f.metadata() or {}
+    head_sd, meta = read_safetensors(head_path)  # CheckpointError when truncated / corrupt
     if HEAD_METADATA_KEY not in meta:
         raise ValueError(f"{head_path}: no '{HEAD_METADATA_KEY}' metadata")
     net = SSLNet(backbone, json.loads(meta[HEAD_METADATA_KEY]))
-    missing, unexpected = net.load_state_dict(load_file(str(head_path)), strict=False)
-    if unexpected or any(not k.startswith("backbone.") for k in missing):
-        raise ValueError(f"{head_path}: head keys do not match ({missing[:3]}, {unexpected[:3]})")
+    expected = {k: v for k, v in net.state_dict().items() if not k.startswith("backbone.")}
+    diffs = state_dict_differences(expected, head_sd)
+    if diffs:
+        raise ValueError(f"{head_path}: head does not fit its backbone:\n  " + "\n  ".join(diffs))
+    net.load_state_dict(head_sd, strict=False)
     cfg_path = teacher_dir / "config.json"
     config_json = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
     return net.eval(), config_json
@@ -143,20 +142,18 @@ def distill_student(
             "teacher_vit": teacher.backbone.config.to_dict(),
             "distill": cfg.model_dump(mode="json"),
         }
-        return fit(
-            cfg,
-            rt,
-            model,
-            int(image_size),
-            Path(root),
-            list(paths),
-            Path(out_dir),
-            config_json,
-            knn_probe,
-            chance,
-            resume,
-            progress,
-            on_step,
+        spec = RunSpec(
+            cfg=cfg,
+            model=model,
+            image_size=int(image_size),
+            root=Path(root),
+            paths=list(paths),
+            out_dir=Path(out_dir),
+            config_json=config_json,
         )
+        opts = RunOptions(
+            knn_probe=knn_probe, chance=chance, resume=resume, progress=progress, on_step=on_step
+        )
+        return fit(spec, rt, opts)
     finally:
         rt.close()

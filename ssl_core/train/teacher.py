@@ -1,5 +1,5 @@
 """Teacher pretraining entry: build the student + EMA teacher from a :class:`TrainConfig` and
-run the shared loop (:func:`ssl_core.train.trainer.fit`); the ``train-teacher`` stage calls
+run the shared loop (:func:`ssl_core.train.trainer.fit`); the ``teacher`` stage calls
 :func:`train_teacher`. Output files: :mod:`ssl_core.train.trainer`."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ssl_core.config import TrainConfig
 from ssl_core.models.presets import build_backbone
 from ssl_core.train.runtime import Runtime
 from ssl_core.train.ssl_model import SSLModel, SSLNet, make_head_config
-from ssl_core.train.trainer import StepHook, fit
+from ssl_core.train.trainer import RunOptions, RunSpec, StepHook, fit
 
 __all__ = ["build_teacher_model", "train_teacher"]
 
@@ -80,20 +80,18 @@ def train_teacher(
     try:
         model = build_teacher_model(cfg)
         config_json = {"role": "teacher", "train": cfg.model_dump(mode="json")}
-        return fit(
-            cfg,
-            rt,
-            model,
-            cfg.image_size,
-            Path(root),
-            list(paths),
-            Path(out_dir),
-            config_json,
-            knn_probe,
-            chance,
-            resume,
-            progress,
-            on_step,
+        spec = RunSpec(
+            cfg=cfg,
+            model=model,
+            image_size=cfg.image_size,
+            root=Path(root),
+            paths=list(paths),
+            out_dir=Path(out_dir),
+            config_json=config_json,
         )
+        opts = RunOptions(
+            knn_probe=knn_probe, chance=chance, resume=resume, progress=progress, on_step=on_step
+        )
+        return fit(spec, rt, opts)
     finally:
         rt.close()

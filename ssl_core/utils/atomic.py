@@ -2,6 +2,12 @@
 
 A crash mid-write therefore leaves either the previous artifact or the new one, never a torn
 file. Directories are swapped the same way so a stage's output folder is all-or-nothing.
+
+``tempfile`` creates its files 0600 and folders 0700; before the rename they get the modes a
+plain ``open``/``mkdir`` would have had under the process umask (0644/0755 under umask 022,
+0640/0750 under 027), so a team, a web server or a pod with another uid can read the artifacts
+as the umask allows. A write that fails (ENOSPC included) removes the temporary and renames
+nothing, so the previous artifact stays as it was.
 """
 
 from __future__ import annotations
@@ -11,9 +17,34 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+#: modes of a new file / folder before the umask is applied (what open() and mkdir() ask for)
+FILE_MODE, DIR_MODE = 0o666, 0o777
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read from ``/proc/self/status`` (Linux) without changing it; elsewhere
+    set and restored under a lock (``os.umask`` is the only portable reader)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        old = os.umask(0o022)
+        os.umask(old)
+        return old
+
+
+def umask_mode(directory: bool = False) -> int:
+    """The mode the umask gives a new file (or folder): 0o644 (0o755) under umask 022."""
+    return (DIR_MODE if directory else FILE_MODE) & ~current_umask()
 
 
 @contextlib.contextmanager
@@ -26,6 +57,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, umask_mode())  # mkstemp made it 0600
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -57,6 +89,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, umask_mode(directory=True))  # mkdtemp made it 0700
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old")

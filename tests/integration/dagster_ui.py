@@ -36,7 +36,7 @@ WEBSERVER = str(_SIBLING) if _SIBLING.is_file() else shutil.which("dagster-webse
 
 @dataclass(frozen=True)
 class GraphKeys:
-    assets: tuple[str, ...]  # user strings, e.g. "raw_manifest"
+    assets: tuple[str, ...]  # user strings, e.g. "manifest"
     checks: tuple[tuple[str, str], ...]  # (asset, check name)
 
 

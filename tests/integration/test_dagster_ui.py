@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from orchestration.graph import BY_NAME
 from tests.integration import dagster_ui as ui
 
 pytestmark = pytest.mark.skipif(
@@ -89,6 +90,9 @@ def test_catalog_lists_every_asset_materialised_with_check_status(seeded: Seeded
     assert sorted(nodes) == sorted(keys.assets)
     for asset, node in nodes.items():
         (latest,) = node["assetMaterializations"]
+        if BY_NAME[asset].partitioned:  # its status cell links to the partitions, not a time
+            assert rows[asset].events_time_ms is None, asset
+            continue
         assert rows[asset].events_time_ms == int(float(latest["timestamp"])), asset
 
     # and the latest evaluation of every check, exactly one failed

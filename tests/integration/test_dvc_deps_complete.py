@@ -11,7 +11,7 @@ Where the work starts:
 
 * ``sslops <cmd>``: the module ``ssl_core.cli.STAGES[cmd]``;
 * ``sslops check <suite>``: ``ssl_core/stages/checks.py``;
-* the job stages (``ssl_core.launch.settings.JOB_STAGES``: embed, train-teacher, distill) run
+* the job stages (``ssl_core.stages.names.JOB_STAGES``: embeddings, teacher, students) run
   their module inside a TorchX job whose entry point is ``ssl_core/launch/job.py``, so that
   file is a start too (its ``importlib`` dispatch to the stage module is what this test models).
 
@@ -30,7 +30,7 @@ import yaml
 
 from orchestration.graph import PIPELINE_FILES
 from ssl_core.cli import STAGES
-from ssl_core.launch.settings import JOB_STAGES
+from ssl_core.stages.names import JOB_STAGES
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "ssl_core"
@@ -54,10 +54,12 @@ PLUMBING = {
     "ssl_core/launch/component.py": "builds the job request",
     # labels and pod hardening of the Volcano job request on kubernetes.
     "ssl_core/launch/volcano.py": "edits the job request",
-    # the `launch:` section (scheduler, image, namespace, resources) and JOB_STAGES; the project
-    # declares these keys result-neutral (no stage lists `launch` under params:), and job.py
-    # imports the file only for JOB_STAGES.
+    # the `launch:` section (scheduler, image, namespace, resources); the project declares
+    # these keys result-neutral (a stage lists under params: only the process counts that set
+    # its global batch).
     "ssl_core/launch/settings.py": "where a job runs, not what it computes",
+    # the table of node names → stage modules (dispatch, modelled above) and renamed commands.
+    "ssl_core/stages/names.py": "names and dispatch only",
     # tqdm bars on stderr (line mode inside a job); yields the wrapped iterable unchanged.
     "ssl_core/utils/progress.py": "progress bars on stderr",
 }
@@ -189,6 +191,7 @@ def _stages() -> list[tuple[str, dict, Path]]:
     for f in PIPELINE_FILES:
         path = REPO / f
         for name, st in yaml.safe_load(path.read_text())["stages"].items():
+            st = st.get("do", st)  # foreach (students): every item runs the same code
             wdir = (path.parent / st.get("wdir", ".")).resolve()
             out.append((name if f == "dvc.yaml" else f"{f}:{name}", st, wdir))
     return out

@@ -13,7 +13,8 @@ import yaml
 from orchestration.defs.assets import ASSETS
 from orchestration.defs.checks import CHECKS
 from orchestration.defs.resources import StageRunner
-from tests.integration.tiny_project import dvc_bin, make_tiny_project, run
+from orchestration.pipeline import steps, student_names
+from tests.integration.tiny_project import dagster_full_pass, dvc_bin, make_tiny_project, run
 
 pytestmark = pytest.mark.usefixtures("fmnist_required")
 
@@ -27,36 +28,45 @@ def _materialize(project: Path, mode: str, selection=None) -> dg.ExecuteInProces
     )
 
 
+def _full_pass(project: Path, mode: str) -> list[dg.ExecuteInProcessResult]:
+    """The three jobs in order (``make demo``'s driver), on the tiny project."""
+    results = dagster_full_pass(project, mode)
+    students = student_names(project / "params.yaml")
+    assert len(results) == len(steps(students)) and all(r.success for r in results)
+    return results
+
+
 @pytest.mark.skipif(dvc_bin() is None, reason="DVC not installed (make setup)")
 def test_whole_graph_dagster_then_dvc(tmp_path):
     project = make_tiny_project(tmp_path / "proj")
-    result = _materialize(project, "dvc")
-    assert result.success
+    results = _full_pass(project, "dvc")
     mats = {
         e.asset_key.to_user_string()
-        for e in result.get_asset_materialization_events()
+        for r in results
+        for e in r.get_asset_materialization_events()
         if hasattr(e, "asset_key")
     }
     assert mats == {
         "raw_pool",
-        "raw_manifest",
+        "manifest",
         "embeddings",
         "dedup",
         "clusters",
-        "curated_dataset",
+        "curated",
         "teacher",
         "students",
-        "eval_reports",
+        "report",
     }
     checks = [
         e.event_specific_data
-        for e in result.all_events
+        for r in results
+        for e in r.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
     ]
     assert len(checks) == 6 and all(c.passed for c in checks)
 
     # Dagster metadata carries lineage; DVC is in lock-step
-    md = result.asset_materializations_for_node("teacher")[0].metadata
+    md = results[0].asset_materializations_for_node("teacher")[0].metadata
     assert {"git_sha", "params_hash", "input_hashes", "dvc_out_md5"} <= set(md)
     assert "Data and pipelines are up to date" in run([dvc_bin(), "status"], project)
     out = run([dvc_bin(), "repro"], project)
@@ -80,18 +90,18 @@ def test_whole_graph_dagster_then_dvc(tmp_path):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = run([dvc_bin(), "status", "--json"], project)
     changed = set(json.loads(status))
-    assert "curate" in changed
-    assert not changed & {"demo/dvc.yaml:import_demo", "ingest", "embed", "dedup", "cluster"}
+    assert "curated" in changed
+    assert not changed & {"demo/dvc.yaml:raw_pool", "manifest", "embeddings", "dedup", "clusters"}
 
 
 def test_failing_gx_check_blocks_downstream(tmp_path):
     project = make_tiny_project(
         tmp_path / "proj", {"ingest": {"max_quarantine_rate": 0.0}}, with_dvc=False
     )
-    result = _materialize(project, "cli", selection=["raw_pool", "raw_manifest", "embeddings"])
+    result = _materialize(project, "cli", selection=["raw_pool", "manifest", "embeddings"])
     assert not result.success
     mats = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert mats == {"raw_pool", "raw_manifest"}
+    assert mats == {"raw_pool", "manifest"}
     evals = [
         e.event_specific_data
         for e in result.all_events

@@ -36,11 +36,11 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:HTTPResponse.getheader:DeprecationWarning"),
 ]
 
-STAGE = "train-teacher"
+STAGE = "teacher"
 SNAPSHOT = "data/.jobs/x/params.yaml"
-RESULT = 'SSLOPS_RESULT {"stage": "train-teacher", "steps": 3}'
+RESULT = 'SSLOPS_RESULT {"stage": "teacher", "steps": 3}'
 OK_LOG = (
-    "sslops train-teacher (job): world 1, device cuda:0",
+    "sslops teacher (job): world 1, device cuda:0",
     "train: epoch 1/1 step 3/3 loss 2.0794",
     RESULT,
 )
@@ -48,7 +48,7 @@ FAILED_LOG = (
     "train: epoch 1/1 step 1/3 loss nan",
     "Traceback (most recent call last):",
     "ValueError: loss is nan at step 1",
-    "sslops train-teacher (job): error: loss is nan at step 1",
+    "sslops teacher (job): error: loss is nan at step 1",
 )
 PROXY_VARS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy")
 # an RFC 3339 time, as the API server puts before each log line with timestamps=true
@@ -130,7 +130,7 @@ def test_job_is_submitted_after_a_503_followed_to_success_and_its_log_kept(
     assert first.path == second.path == "/apis/batch.volcano.sh/v1alpha1/namespaces/sslops/jobs"
     assert first.body == second.body
     # one status line per failed try: the HTTP status and the server's message, one line
-    assert "job sslops-train-teacher: submit failed (HTTP 503" in status
+    assert "job sslops-teacher: submit failed (HTTP 503" in status
     assert "; retry in 1s\n" in status
     assert wall >= 1.0
 
@@ -153,7 +153,7 @@ def test_job_is_submitted_after_a_503_followed_to_success_and_its_log_kept(
     assert spec["securityContext"]["runAsUser"] == POD_UID
     assert c["image"] == launch.image
     assert c["command"] == ["python", "-m", "ssl_core.launch.job", STAGE, "--params", SNAPSHOT]
-    gpus = str(launch.train_teacher.gpus)
+    gpus = str(launch.teacher.gpus)
     assert c["resources"]["limits"]["nvidia.com/gpu"] == gpus
     assert c["resources"]["requests"]["nvidia.com/gpu"] == gpus
     claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
@@ -176,7 +176,7 @@ def test_job_is_submitted_after_a_503_followed_to_success_and_its_log_kept(
     assert api.phases_served[-1] == "Completed"
     (log_req,) = api.calls("GET", POD_LOG)
     # Volcano names a pod <job>-<task>-<index>; TorchX makes one task per replica, "<role>-<k>"
-    assert log_req.path == f"/api/v1/namespaces/sslops/pods/{name}-train-teacher-0-0/log"
+    assert log_req.path == f"/api/v1/namespaces/sslops/pods/{name}-teacher-0-0/log"
     assert log_req.query["follow"] == ["True"] and log_req.query["timestamps"] == ["True"]
     log = (tmp_path / "job.log").read_text().splitlines()
     assert len(log) == len(OK_LOG)

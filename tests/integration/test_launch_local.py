@@ -38,11 +38,11 @@ def _project(tmp: Path, n_images: int = 64, nproc: int = 1, **train: object) -> 
         "launch": {
             "poll_interval_s": 0.2,
             "heartbeat_s": 2.0,
-            "train_teacher": {"nproc_per_node": nproc, "gpus": 0},
+            "teacher": {"nproc_per_node": nproc, "gpus": 0},
         },
     }
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _sslops(proj, "ingest")  # manifest + labels.json (no labels: no eval set)
+    _sslops(proj, "manifest")  # manifest + labels.json (no labels: no eval set)
     return proj
 
 
@@ -58,20 +58,20 @@ def _job_dirs(proj: Path, stage: str) -> list[Path]:
 
 def test_two_process_job_writes_what_the_in_process_path_writes(tmp_path):
     proj = _project(tmp_path, nproc=2)
-    r = _sslops(proj, "train-teacher")
+    r = _sslops(proj, "teacher")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "SUCCEEDED" in r.stdout and "local_cwd://" in r.stdout
     result = json.loads(r.stdout.strip().splitlines()[-1])
-    assert result["stage"] == "train-teacher" and result["world_size"] == 2
+    assert result["stage"] == "teacher" and result["world_size"] == 2
 
     job_out = proj / "data/teacher"
     lineage = json.loads((job_out / "lineage.json").read_text())
     assert lineage["job"]["state"] == "SUCCEEDED"
     assert lineage["job"]["app_handle"].startswith("local_cwd://")
-    (job_dir,) = _job_dirs(proj, "train-teacher")
+    (job_dir,) = _job_dirs(proj, "teacher")
     assert lineage["job_id"] == job_dir.name
     assert (job_dir / "params.yaml").read_text() == (proj / "params.yaml").read_text()
-    assert "train" in (job_dir / "job.log").read_text()  # progress lines were streamed
+    assert "stage teacher:" in (job_dir / "job.log").read_text()  # log lines were streamed
 
     # the same stage in this process (world 1) writes the same files and lineage fields
     params = load_params(proj / "params.yaml")
@@ -95,11 +95,11 @@ def test_two_process_job_writes_what_the_in_process_path_writes(tmp_path):
 
 def test_failing_job_fails_the_stage_and_quotes_its_log(tmp_path):
     proj = _project(tmp_path, n_images=8)  # fewer images than one batch of 16: the job fails
-    r = _sslops(proj, "train-teacher")
+    r = _sslops(proj, "teacher")
     assert r.returncode == 1
     assert "ended FAILED" in r.stdout and "less than one batch" in r.stdout
     assert "local_cwd://" in r.stdout and "job.log" in r.stdout
-    (job_dir,) = _job_dirs(proj, "train-teacher")
+    (job_dir,) = _job_dirs(proj, "teacher")
     assert json.loads((job_dir / "job.json").read_text())["state"] == "FAILED"
     assert not (proj / "data/teacher/lineage.json").exists()
 
@@ -122,7 +122,7 @@ def _job_pids(marker: str) -> list[int]:
 def test_interrupt_cancels_the_running_job(tmp_path, sig):
     proj = _project(tmp_path, epochs=500, nproc=2, collapse_patience=10**6)  # minutes of work
     proc = subprocess.Popen(
-        [SSLOPS, "--quiet", "train-teacher"], cwd=proj, stdout=subprocess.PIPE,
+        [SSLOPS, "--quiet", "teacher"], cwd=proj, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -144,9 +144,9 @@ def test_interrupt_cancels_the_running_job(tmp_path, sig):
 def _wait_for_training(proj: Path, timeout: float = 120) -> Path:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        dirs = _job_dirs(proj, "train-teacher")
+        dirs = _job_dirs(proj, "teacher")
         log = dirs[0] / "job.log" if dirs else None
-        if log and log.is_file() and "train" in log.read_text():
+        if log and log.is_file() and "stage teacher: started" in log.read_text():
             return dirs[0]
         time.sleep(0.5)
     raise AssertionError(f"the job did not start within {timeout} s")
@@ -174,7 +174,7 @@ def test_interrupted_orchestrator_cancels_the_job(tmp_path):
     t = threading.Thread(target=interrupt_when_training, daemon=True)
     t.start()
     with pytest.raises(KeyboardInterrupt):
-        run_streaming([SSLOPS, "--quiet", "train-teacher"], proj, seen.append)
+        run_streaming([SSLOPS, "--quiet", "teacher"], proj, seen.append)
     t.join(5)
     (job_dir,) = started
     assert _job_pids(f"{job_dir.name}/params.yaml") == []

@@ -24,22 +24,22 @@ from tests.integration.tiny_project import env, make_tiny_project, run
 
 SSLOPS = str(Path(sys.executable).with_name("sslops"))
 STAGES = (
-    "import-demo",
-    "ingest",
-    "embed",
+    "raw_pool",
+    "manifest",
+    "embeddings",
     "dedup",
-    "cluster",
-    "curate",
-    "train-teacher",
-    "distill",
+    "clusters",
+    "curated",
+    "teacher",
+    "students",
 )
 TEACHER_CHAIN = [
     "teacher",
-    "curated_dataset",
+    "curated",
     "clusters",
     "dedup",
     "embeddings",
-    "raw_manifest",
+    "manifest",
     "raw_pool",
 ]
 needs_fmnist = pytest.mark.skipif(
@@ -97,12 +97,11 @@ def test_audit_table_agrees_with_orchestration_graph():
     from orchestration.graph import GRAPH
     from ssl_core.train.outputs import MODEL
 
-    assert [s.asset for s in GRAPH] == [n.asset for n in NODES]
+    assert [s.name for s in GRAPH] == [n.asset for n in NODES]
     for spec in GRAPH:
-        node = BY_ASSET[spec.asset]
-        assert node.out_dir_key == spec.out_dir_key, spec.asset
-        assert set(node.upstream) <= set(spec.deps), spec.asset
-        assert spec.cli[0] == node.cli, spec.asset
+        node = BY_ASSET[spec.name]
+        assert node.out_dir_key == spec.out_dir_key, spec.name
+        assert set(node.upstream) <= set(spec.deps), spec.name
     assert MODEL_FILE == MODEL
 
 
@@ -127,7 +126,7 @@ def test_teacher_chain_reaches_the_raw_pool_and_is_consistent(project):
             assert i["recorded"] == rec["input_hashes"][i["name"]]
             assert i["status"] == ("external" if entry["key"] == "raw_pool" else "consistent")
     assert len(out["chain"][0]["git_sha"]) >= 40  # a real commit, not "unknown"
-    assert out["chain"][0]["job"]["state"] == "SUCCEEDED"  # train-teacher ran as a TorchX job
+    assert out["chain"][0]["job"]["state"] == "SUCCEEDED"  # teacher ran as a TorchX job
     assert "verdict: consistent" in r.stdout
 
     images = out["images"]
@@ -147,7 +146,7 @@ def test_student_by_name_and_model_file_by_path(project):
     assert student["lineage"] == "data/students/tiny_student/lineage.json"
     assert (student["git_sha"], student["params_hash"]) == (rec["git_sha"], rec["params_hash"])
     assert {i["name"]: i["asset"] for i in student["inputs"]} == {
-        "curated": "curated_dataset",
+        "curated": "curated",
         "teacher": "teacher",
     }
     assert lineage_json(project, "data/teacher/model.safetensors")["stages"] == ["teacher"]
@@ -156,7 +155,7 @@ def test_student_by_name_and_model_file_by_path(project):
 @needs_fmnist
 def test_curated_set_accounts_for_every_raw_image(project, tmp_path):
     csv = tmp_path / "images.csv"
-    out = lineage_json(project, "curated_dataset", "--paths-out", str(csv))
+    out = lineage_json(project, "curated", "--paths-out", str(csv))
     assert out["verdict"] == "consistent"
     assert [e["key"] for e in out["chain"]] == TEACHER_CHAIN[1:]
     counts = out["images"]["counts"]
@@ -196,15 +195,15 @@ def test_curated_set_accounts_for_every_raw_image(project, tmp_path):
 def test_unknown_target_lists_valid_names(project):
     r = lineage(project, "no_such_model", subprocess_=True)
     assert r.returncode == 2
-    assert "valid names" in r.stderr and "curated_dataset" in r.stderr
+    assert "valid names" in r.stderr and "curated" in r.stderr
     assert "students/tiny_student" in r.stderr
 
 
 @needs_fmnist
 def test_stage_that_has_not_run_is_named(project):
-    out = lineage_json(project, "eval_reports", rc=1)  # the fixture stops before evaluate
+    out = lineage_json(project, "report", rc=1)  # the fixture stops before the report
     assert out["verdict"] == "incomplete"
-    assert any("eval_reports has not run" in p and "sslops evaluate" in p for p in out["problems"])
+    assert any("report has not run" in p and "sslops report" in p for p in out["problems"])
     assert out["chain"][0]["status"] == "not_run"
     assert [e["key"] for e in out["chain"][1:]] == TEACHER_CHAIN  # still walked up
     lin = project / "data/clusters/lineage.json"
@@ -229,11 +228,11 @@ def test_rewritten_curated_set_breaks_the_teacher_chain(project):
     finally:
         path.write_bytes(original)
     assert r.returncode == 1 and "verdict: MISMATCH" in r.stdout
-    assert "teacher was not built from the current curated_dataset" in r.stdout
+    assert "teacher was not built from the current curated" in r.stdout
     assert out["verdict"] == "mismatch"
     teacher = out["chain"][0]
     (check,) = teacher["inputs"]
-    assert check["status"] == "mismatch" and check["asset"] == "curated_dataset"
+    assert check["status"] == "mismatch" and check["asset"] == "curated"
     assert check["recorded"] == record(project, teacher)["input_hashes"]["curated"]
     assert check["current"] != check["recorded"]
     # upstream of the curated set nothing changed

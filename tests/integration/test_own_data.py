@@ -9,16 +9,13 @@ import subprocess
 import time
 from pathlib import Path
 
-import dagster as dg
 import polars as pl
 import pytest
 import yaml
 
-from orchestration.defs.assets import ASSETS
-from orchestration.defs.checks import CHECKS
-from orchestration.defs.resources import StageRunner
+from orchestration.pipeline import steps
 from tests.integration.own_pool import fingerprint, make_image_folder
-from tests.integration.tiny_project import dvc_bin, env, make_tiny_project, run
+from tests.integration.tiny_project import dagster_full_pass, dvc_bin, env, make_tiny_project, run
 
 needs_dvc = pytest.mark.skipif(dvc_bin() is None, reason="DVC not installed (make setup)")
 
@@ -35,7 +32,7 @@ def _use_folder(project: Path, pool: Path, labels: str = "auto", **params) -> No
 def _assert_demo_never_ran(project: Path) -> None:
     assert not (project / "data" / "demo").exists()
     lock = project / "demo" / "dvc.lock"
-    assert not lock.exists() or "import_demo" not in lock.read_text()
+    assert not lock.exists() or "raw_pool" not in lock.read_text()
 
 
 @needs_dvc
@@ -44,15 +41,11 @@ def test_unlabelled_folder_outside_project_through_dagster(tmp_path):
     before = fingerprint(pool)
     project = make_tiny_project(tmp_path / "proj")
     _use_folder(project, pool, cluster={"levels": "auto"}, curate={"target_size": "auto"})
-    result = dg.materialize(
-        [*ASSETS, *CHECKS],
-        resources={"runner": StageRunner(mode="dvc", project=str(project))},
-        raise_on_error=False,
-    )
-    assert result.success
+    results = dagster_full_pass(project)
+    assert len(results) == len(steps(["tiny_student"])) and all(r.success for r in results)
     assert fingerprint(pool) == before
     _assert_demo_never_ran(project)
-    raw = result.asset_materializations_for_node("raw_pool")[0].metadata
+    raw = results[0].asset_materializations_for_node("raw_pool")[0].metadata
     assert raw["files"].value == sum(1 for p in pool.rglob("*") if p.is_file())
     report = (project / "data/reports/report.md").read_text()
     assert "No labels in this run" in report and "Feature health" in report
@@ -97,7 +90,7 @@ def test_labels_file_with_unknown_paths_fails_before_any_work(tmp_path):
     _use_folder(project, pool, str(labels))
     before = fingerprint(pool)
     with pytest.raises(AssertionError, match="not files of the pool"):
-        run(["sslops", "ingest"], project)
+        run(["sslops", "manifest"], project)
     assert fingerprint(pool) == before
     assert not (project / "data/manifest").exists()
 
@@ -124,13 +117,13 @@ def test_kill_during_ingest_then_rerun_leaves_pool_untouched(tmp_path):
     pool = make_image_folder(project / "data" / "mypool", per_class=120, class_folders=True)
     before = fingerprint(pool)
     _use_folder(project, Path("data/mypool"))
-    # ingest reads every file; kill it once the per-stage log says it is under way
-    log = project / "ingest.log"
-    started = lambda: log.is_file() and "stage ingest: started" in log.read_text()  # noqa: E731
-    _kill_when(["bash", "-c", "exec sslops ingest 2> ingest.log"], project, started)
+    # manifest reads every file; kill it once the per-stage log says it is under way
+    log = project / "manifest.log"
+    started = lambda: log.is_file() and "stage manifest: started" in log.read_text()  # noqa: E731
+    _kill_when(["bash", "-c", "exec sslops manifest 2> manifest.log"], project, started)
     time.sleep(0.3)
     assert fingerprint(pool) == before
-    run(["sslops", "ingest"], project)
+    run(["sslops", "manifest"], project)
     assert fingerprint(pool) == before
     manifest = pl.read_parquet(project / "data/manifest/raw_manifest.parquet")
     assert manifest.height == sum(1 for p in pool.rglob("*") if p.is_file())
@@ -148,10 +141,10 @@ def test_kill_during_demo_builder_leaves_a_user_folder_untouched(tmp_path):
     def building() -> bool:  # the atomic temp folder of the demo pool has files in it
         return demo.is_dir() and any(any(t.rglob("*.png")) for t in demo.glob(".pool.*.tmp"))
 
-    _kill_when(["sslops", "import-demo"], project, building)
+    _kill_when(["sslops", "raw_pool"], project, building)
     assert fingerprint(mine) == before
     assert not (demo / "pool").exists()  # a killed build never looks finished
-    lines = run(["sslops", "import-demo"], project).splitlines()
+    lines = run(["sslops", "raw_pool"], project).splitlines()
     out = json.loads(next(x for x in lines if x.startswith('{"stage"')))
     files = [p for p in (demo / "pool").rglob("*") if p.is_file()]
     assert len(files) == out["pool_files"]

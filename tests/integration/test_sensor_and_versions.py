@@ -23,7 +23,7 @@ from orchestration.defs import sensors
 from orchestration.defs.assets import ASSETS
 from orchestration.defs.resources import StageRunner
 from orchestration.defs.sensors import pool_sensor, state_dir
-from orchestration.graph import BY_ASSET, GRAPH
+from orchestration.graph import BY_NAME, GRAPH
 from orchestration.runner import project_dir
 from ssl_core.data.pool_scan import diff, scan
 from ssl_core.orchestration_settings import OrchestrationConfig, load_orchestration
@@ -113,9 +113,10 @@ def test_sensor_reports_added_changed_removed_and_never_writes_the_pool(tmp_path
     req = added.run_requests[0]
     assert json.loads(req.tags["sslops/pool_examples"])["added"] == ["sub/new.png"]
     selected = {k.to_user_string() for k in req.asset_selection}
-    assert "raw_manifest" in selected and "eval_reports" in selected and "raw_pool" not in selected
+    assert req.job_name in (None, "ssl_upstream")  # the chain sensor runs students, report
+    assert "manifest" in selected and "teacher" in selected and "raw_pool" not in selected
     checks = {c.name for c in req.asset_check_keys}
-    assert {f"gx_{s.check}" for s in GRAPH if s.check and s.asset in selected} == checks
+    assert {f"gx_{s.check}" for s in GRAPH if s.check and s.name in selected} == checks
     assert not sensor().run_requests  # the new state is the cursor's
 
     (pool / "a.png").write_bytes(b"other content")
@@ -145,7 +146,7 @@ def test_first_look_requests_a_run_only_if_the_graph_never_ran(tmp_path):
 
 def test_run_request_resolves_against_the_real_job(tmp_path):
     """Through Dagster's tick evaluation with the real definitions: the requested subset of
-    ``ssl_pipeline`` (assets from raw_manifest down, with their blocking checks) exists."""
+    ``ssl_upstream`` (assets from manifest down, with their blocking checks) exists."""
     pool, proj = _project(tmp_path, has_run=False)
     defs = load_defs()
     ctx = dg.build_sensor_context(
@@ -154,11 +155,11 @@ def test_run_request_resolves_against_the_real_job(tmp_path):
         resources={"runner": StageRunner(project=str(proj))},
     )
     (req,) = defs.resolve_sensor_def("pool_sensor").evaluate_tick(ctx).run_requests
-    job = defs.resolve_job_def("ssl_pipeline").get_subset(
+    job = defs.resolve_job_def("ssl_upstream").get_subset(
         asset_selection=set(req.asset_selection), asset_check_selection=set(req.asset_check_keys)
     )
     nodes = set(job.graph.node_dict)
-    assert "raw_pool" not in nodes and {"raw_manifest", "raw_manifest_gx_manifest"} <= nodes
+    assert "raw_pool" not in nodes and {"manifest", "manifest_gx_manifest"} <= nodes
 
 
 def test_no_scan_while_the_pipeline_runs(tmp_path):
@@ -166,7 +167,7 @@ def test_no_scan_while_the_pipeline_runs(tmp_path):
     sensor = Sensor(pool, proj)
     sensor()
     run = dg.DagsterRun(
-        job_name="ssl_pipeline", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED
+        job_name="ssl_students", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED
     )
     sensor.instance.add_run(run)
     (pool / "new.png").write_bytes(b"added during the run")
@@ -312,7 +313,7 @@ def project_copy(tmp_path: Path) -> Path:
 def _users_of(root: Path, module: str) -> set[str]:
     """Assets whose stage lists ``module`` or a folder above it as a code dep."""
     return {
-        s.asset
+        s.name
         for s in GRAPH
         if any(module == d or module.startswith(d + "/") for d in code_deps(root, s.dvc_stage))
     }
@@ -328,8 +329,8 @@ def test_editing_a_module_changes_only_the_stages_that_run_it(project_copy):
 
     for module, must, must_not in (
         ("ssl_core/curation/dedup.py", "dedup", "teacher"),
-        ("ssl_core/loss/koleo.py", "teacher", "raw_manifest"),  # inside a folder dep
-        ("ssl_core/data/demo_pool.py", "raw_pool", "raw_manifest"),  # demo/dvc.yaml
+        ("ssl_core/loss/koleo.py", "teacher", "manifest"),  # inside a folder dep
+        ("ssl_core/data/demo_pool.py", "raw_pool", "manifest"),  # demo/dvc.yaml
     ):
         users = _users_of(project_copy, module)
         assert must in users and must_not not in users
@@ -351,7 +352,7 @@ def test_a_params_change_changes_only_the_stages_that_track_it(project_copy):
     (project_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     after = code_versions(project_copy)
     trackers = {
-        s.asset
+        s.name
         for s in GRAPH
         if any(
             k in ("params.yaml:dedup", "params.yaml:dedup.k")
@@ -386,4 +387,4 @@ def test_a_new_code_version_marks_the_asset_stale(project_copy):
     resolver = record(other)
     assert resolver.get_status(key) == StaleStatus.STALE
     assert [c.reason for c in resolver.get_stale_causes(key)] == ["has a new code version"]
-    assert BY_ASSET["raw_pool"].dvc_stage.endswith("import_demo")
+    assert BY_NAME["raw_pool"].dvc_stage == "demo/dvc.yaml:raw_pool"

@@ -79,3 +79,25 @@ def run(cmd: list[str], cwd: Path) -> str:
             f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
         )
     return p.stdout + p.stderr
+
+
+def dagster_full_pass(project: Path, mode: str = "dvc") -> list:
+    """The whole graph through Dagster as ``make demo`` runs it (``ssl_upstream``, one
+    ``ssl_students`` run per student, ``ssl_report``) on ``project``, in an ephemeral instance;
+    returns each run's result (it stops at the first failed run)."""
+    import dagster as dg
+
+    from orchestration.defs.assets import make_assets
+    from orchestration.defs.checks import CHECKS
+    from orchestration.defs.jobs import JOBS
+    from orchestration.defs.resources import StageRunner
+    from orchestration.pipeline import run_steps, student_names
+
+    students = student_names(project / "params.yaml")
+    defs = dg.Definitions(
+        assets=make_assets(students),
+        asset_checks=CHECKS,
+        jobs=JOBS,
+        resources={"runner": StageRunner(mode=mode, project=str(project))},
+    )
+    return run_steps(defs, dg.DagsterInstance.ephemeral(), students)

@@ -77,7 +77,7 @@ def test_use_folder_keeps_comments_and_validates(tmp_path):
     assert load_params(f).paths.pool == "photos"  # a refused edit leaves the file as it was
     use_demo(f)
     assert f.read_text() == (REPO / "params.yaml").read_text()
-    assert "import-demo" in plan(f)
+    assert "raw_pool" in plan(f)
 
 
 @pytest.mark.parametrize(

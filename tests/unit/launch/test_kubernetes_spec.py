@@ -16,7 +16,7 @@ from ssl_core.launch.settings import JOB_STAGES, JobResources
 from ssl_core.launch.volcano import POD_UID, harden, job_labels, label_value
 
 K8S_VERSION = "1.33.0"
-SNAPSHOT = "data/.jobs/train-teacher-x/params.yaml"
+SNAPSHOT = "data/.jobs/teacher-x/params.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def launch():
 
 
 def _dryrun(stage: str, launch, run_id: str = "0f1e2d3c-aaaa-bbbb-cccc-1234567890ab"):
-    app = stage_app(stage, launch, SNAPSHOT.replace("train-teacher", stage), f"sslops-{stage}")
+    app = stage_app(stage, launch, SNAPSHOT.replace("teacher", stage), f"sslops-{stage}")
     with torchx_runner() as runner:
         cfg = scheduler_cfg(runner, launch)
         info = runner.dryrun(app, "kubernetes", cfg=cfg, workspace=None)
@@ -46,7 +46,7 @@ def test_stage_job_spec(stage, launch):
     spec, (c,) = pod["spec"], pod["spec"]["containers"]
     assert c["image"] == launch.image
     assert c["command"] == ["python", "-m", "ssl_core.launch.job", stage, "--params",
-                            SNAPSHOT.replace("train-teacher", stage)]  # fmt: skip
+                            SNAPSHOT.replace("teacher", stage)]  # fmt: skip
     limits, requests = c["resources"]["limits"], c["resources"]["requests"]
     assert limits["nvidia.com/gpu"] == requests["nvidia.com/gpu"] == str(res.gpus)
     assert (
@@ -81,9 +81,9 @@ def test_stage_job_spec(stage, launch):
 
 def test_multi_node_job_rendezvous_on_rank0(launch):
     res = JobResources(nnodes=2, nproc_per_node=4, cpu=32, memory_gb=256, gpus=4)
-    _, job = _dryrun("train-teacher", launch.model_copy(update={"train_teacher": res}))
+    _, job = _dryrun("teacher", launch.model_copy(update={"teacher": res}))
     tasks = job["spec"]["tasks"]
-    assert [t["name"] for t in tasks] == ["train-teacher-0", "train-teacher-1"]
+    assert [t["name"] for t in tasks] == ["teacher-0", "teacher-1"]
     for t in tasks:
         (c,) = t["template"]["spec"]["containers"]
         assert c["command"][:2] == ["bash", "-c"]
@@ -96,9 +96,9 @@ def test_multi_node_job_rendezvous_on_rank0(launch):
 
 
 def test_embed_refuses_several_processes(launch):
-    bad = launch.model_copy(update={"embed": JobResources(nproc_per_node=2)})
+    bad = launch.model_copy(update={"embeddings": JobResources(nproc_per_node=2)})
     with pytest.raises(LaunchError, match="embedding runs in one process"):
-        stage_app("embed", bad, SNAPSHOT, "sslops-embed")
+        stage_app("embeddings", bad, SNAPSHOT, "sslops-embeddings")
 
 
 def test_label_values_are_valid():
@@ -110,9 +110,9 @@ def test_label_values_are_valid():
 def test_job_spec_command_renders_without_a_cluster(capsys):
     from ssl_core.cli import main
 
-    assert main(["job-spec", "distill", "--scheduler", "kubernetes"]) == 0
+    assert main(["job-spec", "students", "--scheduler", "kubernetes"]) == 0
     out = capsys.readouterr().out
     job = yaml.safe_load(out.split("\n", 1)[1])
     assert job["kind"] == "Job" and job["spec"]["queue"] == "sslops"
-    assert main(["job-spec", "distill"]) == 0  # the default scheduler: local_cwd
+    assert main(["job-spec", "students"]) == 0  # the default scheduler: local_cwd
     assert "local_cwd" in capsys.readouterr().out

@@ -18,20 +18,20 @@ from tests.unit.train.conftest import _tiny_train_cfg
 
 
 def test_single_process_runs_the_job_module_without_torchrun():
-    cmd = job_command("distill", "p.yaml", JobResources(), "py")
-    assert cmd == ["py", "-m", "ssl_core.launch.job", "distill", "--params", "p.yaml"]
+    cmd = job_command("students", "p.yaml", JobResources(), "py")
+    assert cmd == ["py", "-m", "ssl_core.launch.job", "students", "--params", "p.yaml"]
 
 
 def test_one_node_several_processes_is_standalone_torchrun():
-    cmd = job_command("train-teacher", "p.yaml", JobResources(nproc_per_node=2), "py")
+    cmd = job_command("teacher", "p.yaml", JobResources(nproc_per_node=2), "py")
     assert cmd[:6] == ["py", "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"]
-    assert cmd[6:] == ["-m", "ssl_core.launch.job", "train-teacher", "--params", "p.yaml"]
+    assert cmd[6:] == ["-m", "ssl_core.launch.job", "teacher", "--params", "p.yaml"]
 
 
 def test_local_cwd_job_is_this_interpreter_without_image_or_volume():
     launch = load_params("params.yaml").launch
     assert launch.scheduler == "local_cwd"  # the default the demo and the tests use
-    (role,) = stage_app("embed", launch, "p.yaml", "sslops-embed", env={"X": "1"}).roles
+    (role,) = stage_app("embeddings", launch, "p.yaml", "sslops-embeddings", env={"X": "1"}).roles
     assert role.entrypoint == sys.executable and role.image == "" and role.mounts == []
     assert role.env["X"] == "1" and role.env["SSLOPS_PROGRESS"] == "lines"
     assert "HOME" not in role.env  # container-only settings stay out of local jobs
@@ -49,14 +49,14 @@ def test_job_entry_runs_the_stage_and_prints_one_result_line(image_pool, tmp_pat
     params = {"data": {"source": "folder", "labels": "none"}, "paths": {"pool": str(root)},
               "train": _tiny_train_cfg(max_steps=1).model_dump(mode="json")}  # fmt: skip
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    assert job.main(["train-teacher", "--params", "params.yaml"]) == 0
+    assert job.main(["teacher", "--params", "params.yaml"]) == 0
     (line,) = [ln for ln in capsys.readouterr().out.splitlines() if job.RESULT_PREFIX in ln]
     result = json.loads(line.removeprefix(job.RESULT_PREFIX))
-    assert result["stage"] == "train-teacher" and result["steps"] == 1
+    assert result["stage"] == "teacher" and result["steps"] == 1
     assert (tmp_path / "data/teacher/lineage.json").is_file()
 
 
 def test_job_entry_reports_a_bad_params_file(tmp_path, capsys):
     (tmp_path / "p.yaml").write_text("train: {lr: -1}\n")
-    assert job.main(["distill", "--params", str(tmp_path / "p.yaml")]) == 2
+    assert job.main(["students", "--params", str(tmp_path / "p.yaml")]) == 2
     assert "train.lr" in capsys.readouterr().err

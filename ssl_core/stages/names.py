@@ -1,0 +1,42 @@
+"""One name per graph node: its Dagster asset, its DVC stage and its ``sslops`` command.
+
+The names are the artifacts the nodes produce. ``orchestration/graph.py`` holds the edges;
+this table says which module runs each node (``sslops <name>`` and the TorchX job entry point
+``ssl_core.launch.job`` both dispatch through it), and which old command names were renamed.
+"""
+
+from __future__ import annotations
+
+#: node name → the stage module whose ``run(params, progress)`` does its work (graph order)
+STAGE_MODULES = {
+    "raw_pool": "ssl_core.stages.import_demo",
+    "manifest": "ssl_core.stages.ingest",
+    "embeddings": "ssl_core.stages.embed",
+    "dedup": "ssl_core.stages.dedup",
+    "clusters": "ssl_core.stages.cluster",
+    "curated": "ssl_core.stages.curate",
+    "teacher": "ssl_core.stages.train_teacher",
+    "students": "ssl_core.stages.distill",
+    "report": "ssl_core.stages.evaluate",
+}
+
+#: nodes whose work runs as a TorchX job (``launch.<name>`` holds its resources)
+JOB_STAGES = ("embeddings", "teacher", "students")
+
+#: command names used before the nodes had one name (no aliases: a helpful error instead)
+RENAMED = {
+    "import-demo": "raw_pool",
+    "ingest": "manifest",
+    "embed": "embeddings",
+    "cluster": "clusters",
+    "curate": "curated",
+    "train-teacher": "teacher",
+    "distill": "students",
+    "evaluate": "report",
+}
+
+
+def canonical(command: str) -> str:
+    """``raw-pool`` → ``raw_pool``: the hyphen spelling of a node name is the same command."""
+    name = command.replace("-", "_")
+    return name if name in STAGE_MODULES else command
