@@ -24,6 +24,21 @@ def png_bytes(arr: np.ndarray, fmt: str = "PNG") -> bytes:
     return buf.getvalue()
 
 
+def write_folder_params(proj: Path, pool: Path) -> Path:
+    """``proj/params.yaml`` for an unlabelled folder pool such as :func:`digits_pool` (its 4
+    broken files of 64 are within the quarantine rate); returns ``proj``."""
+    import yaml
+
+    proj.mkdir(parents=True, exist_ok=True)
+    params = {
+        "data": {"source": "folder", "labels": "none"},
+        "paths": {"pool": str(pool)},
+        "ingest": {"max_quarantine_rate": 0.1},
+    }
+    (proj / "params.yaml").write_text(yaml.safe_dump(params))
+    return proj
+
+
 @pytest.fixture
 def digits_pool(tmp_path: Path) -> Path:
     """60 real 8x8 digit images upscaled to 16x16 PNGs, plus 4 broken files."""

@@ -14,9 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from ssl_core.utils.runlock import EXIT_BUSY, read_holder
+from tests.conftest import write_folder_params
 
 SSLOPS = str(Path(sys.executable).with_name("sslops"))
 HOLDER = """
@@ -31,13 +30,7 @@ with stage_guard(load_params("params.yaml"), "sslops holder-test", None, 0):
 
 def _project(tmp: Path, pool: Path) -> Path:
     proj = tmp / "proj"
-    proj.mkdir()
-    params = {
-        "data": {"source": "folder", "labels": "none"},
-        "paths": {"pool": str(pool)},
-        "ingest": {"max_quarantine_rate": 0.1},  # the pool's 4 broken files of 64
-    }
-    (proj / "params.yaml").write_text(yaml.safe_dump(params))
+    write_folder_params(proj, pool)
     return proj
 
 

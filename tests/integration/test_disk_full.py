@@ -13,11 +13,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import yaml
 
 from ssl_core import cli
 from ssl_core.utils import diskspace
 from ssl_core.utils.diskspace import EXIT_NO_SPACE
+from tests.conftest import write_folder_params
 
 
 @pytest.fixture
@@ -57,12 +57,7 @@ def test_full_disk_is_refused_and_a_write_failing_midway_keeps_the_old_outputs(
     small_data, digits_pool, monkeypatch, capsys
 ):
     proj = small_data.parent
-    params = {
-        "data": {"source": "folder", "labels": "none"},
-        "paths": {"pool": str(digits_pool)},
-        "ingest": {"max_quarantine_rate": 0.1},
-    }
-    (proj / "params.yaml").write_text(yaml.safe_dump(params))
+    write_folder_params(proj, digits_pool)
     monkeypatch.chdir(proj)
 
     # the real probe on the real 2 MiB filesystem: refused before any work

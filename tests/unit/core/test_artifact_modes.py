@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from ssl_core import cli
 from ssl_core.utils.atomic import atomic_dir, current_umask, write_json, write_text
+from tests.conftest import write_folder_params
 
 
 @pytest.fixture(params=[0o022, 0o027])
@@ -45,13 +45,7 @@ def test_umask_is_read_without_changing_it(umask):
 
 def test_stage_outputs_follow_the_umask(tmp_path, digits_pool, monkeypatch, umask):
     proj = tmp_path / "proj"
-    proj.mkdir()
-    params = {
-        "data": {"source": "folder", "labels": "none"},
-        "paths": {"pool": str(digits_pool)},
-        "ingest": {"max_quarantine_rate": 0.1},
-    }
-    (proj / "params.yaml").write_text(yaml.safe_dump(params))
+    write_folder_params(proj, digits_pool)
     monkeypatch.chdir(proj)
     assert cli.main(["--quiet", "manifest"]) == 0
     _expect(proj / "data/manifest", umask)  # folder, parquet, csv, lineage.json

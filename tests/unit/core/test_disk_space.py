@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-import yaml
 
 from ssl_core import cli
 from ssl_core.config import Params
@@ -16,18 +15,13 @@ from ssl_core.stages import space
 from ssl_core.stages.guard import check_space
 from ssl_core.utils import diskspace
 from ssl_core.utils.diskspace import EXIT_NO_SPACE, MARGIN_BYTES, NotEnoughSpace
+from tests.conftest import write_folder_params
 
 
 @pytest.fixture
 def project(tmp_path, digits_pool, monkeypatch) -> Path:
     proj = tmp_path / "proj"
-    proj.mkdir()
-    params = {
-        "data": {"source": "folder", "labels": "none"},
-        "paths": {"pool": str(digits_pool)},
-        "ingest": {"max_quarantine_rate": 0.1},
-    }
-    (proj / "params.yaml").write_text(yaml.safe_dump(params))
+    write_folder_params(proj, digits_pool)
     monkeypatch.chdir(proj)
     return proj
 
