@@ -39,6 +39,22 @@ def write_folder_params(proj: Path, pool: Path) -> Path:
     return proj
 
 
+def live_pids(marker: str, exclude: tuple[str, ...] = ()) -> list[int]:
+    """Live processes (other than this one) whose command line contains ``marker`` and none of
+    ``exclude``."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if marker in cmd and not any(x in cmd for x in exclude):
+            pids.append(int(d.name))
+    return pids
+
+
 @pytest.fixture
 def digits_pool(tmp_path: Path) -> Path:
     """60 real 8x8 digit images upscaled to 16x16 PNGs, plus 4 broken files."""

@@ -18,6 +18,7 @@ import yaml
 from ssl_core.config import load_params
 from ssl_core.stages import train_teacher as train_teacher_stage
 from ssl_core.stages.curate import CURATED
+from tests.conftest import live_pids
 from tests.unit.train.conftest import OUTPUT_FILES, _tiny_train_cfg, make_images
 
 SSLOPS = str(Path(sys.executable).with_name("sslops"))
@@ -105,17 +106,8 @@ def test_failing_job_fails_the_stage_and_quotes_its_log(tmp_path):
 
 
 def _job_pids(marker: str) -> list[int]:
-    """Live processes whose command line contains ``marker``."""
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if marker in cmd and "sslops --quiet" not in cmd:
-                pids.append(int(d.name))
-    return pids
+    """Live job processes whose command line contains ``marker`` (not the sslops command)."""
+    return live_pids(marker, exclude=("sslops --quiet",))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from torchx import specs
 
 from ssl_core.launch.launcher import JobStalled, run_job
 from ssl_core.launch.settings import LaunchConfig
+from tests.conftest import live_pids
 
 HANGS = "print('loading the model', flush=True); import time; time.sleep(600)"
 TICKS = "import time\nfor i in range(8):\n    print(f'step {i}', flush=True); time.sleep(0.5)\n"
@@ -26,19 +26,6 @@ def _app(code: str, name: str) -> specs.AppDef:
         resource=specs.Resource(cpu=1, gpu=0, memMB=256),
     )
     return specs.AppDef(name=name, roles=[role])
-
-
-def _alive(marker: str) -> list[int]:
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if marker in cmd and int(d.name) != os.getpid():
-                pids.append(int(d.name))
-    return pids
 
 
 def _launch(stall: float) -> LaunchConfig:
@@ -59,7 +46,7 @@ def test_silent_job_is_cancelled_and_the_stage_fails_quoting_it(tmp_path, capsys
     assert err.value.state == "STALLED"
     assert "cancelling the job" in capsys.readouterr().out
     time.sleep(1.0)
-    assert _alive(marker) == []  # the job's process is gone
+    assert live_pids(marker) == []  # the job's process is gone
 
 
 def test_job_that_keeps_logging_is_not_stalled(tmp_path):
@@ -99,4 +86,4 @@ def test_stage_whose_job_hangs_on_a_read_fails_naming_the_stage(tmp_path):
     (job_dir,) = _job_dirs(proj, "teacher")
     assert json.loads((job_dir / "job.json").read_text())["state"] == "STALLED"
     time.sleep(1.0)
-    assert _alive(f"{job_dir.name}/params.yaml") == []  # the job's processes are gone
+    assert live_pids(f"{job_dir.name}/params.yaml") == []  # the job's processes are gone
