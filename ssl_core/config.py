@@ -413,8 +413,26 @@ class DistillConfig(_RecipeConfig):
     students: list[str] = Field(
         default=["tiny_student"], min_length=1, description="student backbone presets"
     )
+    teacher: str | None = Field(
+        None,
+        description="null: the teacher stage's output (paths.teacher_dir); or a path to a "
+        "train_teacher folder or an official-layout DINOv2 backbone (.safetensors / .pth; a "
+        "bare backbone has no prototype head, so it needs target: features)",
+    )
+    target: Literal["prototypes", "features", "both"] = Field(
+        "prototypes",
+        description="what the student learns from the frozen teacher: prototypes = DINO + "
+        "iBOT on the teacher head's outputs (DINOv2 §5); features = cosine regression of the "
+        "teacher's CLS and patch tokens through a linear projector; both = the sum",
+    )
+    feature_weight: float = Field(
+        1.0, ge=0, description="weight of the feature-distillation loss (target features/both)"
+    )
     image_size: int | None = Field(
-        None, gt=0, description="crop size, px (default: the teacher's training size)"
+        None,
+        gt=0,
+        description="crop size, px (null: the teacher's training size; for an official "
+        "backbone its positional-embedding size, 518 px in the releases: set e.g. 224)",
     )
     warmup_epochs: float = Field(0.2, ge=0, description="linear lr warm-up from 0")
     freeze_last_layer_epochs: float = Field(0.0, ge=0, description="prototypes frozen this long")

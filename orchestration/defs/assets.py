@@ -4,6 +4,9 @@
 loads, like the schedule settings): each partition builds one student's folder.
 """
 
+import json
+from pathlib import Path
+
 import dagster as dg
 
 from orchestration.code_versions import code_versions
@@ -42,10 +45,31 @@ def _metadata(spec: StageSpec, runner: StageRunner, partition: str | None) -> tu
             md[k] = dg.MetadataValue.json(v)
     report = runner.root / out_dir / "report.md"
     if report.is_file():  # the evaluation's tables, readable in the asset's page
-        md["report"] = dg.MetadataValue.md(report.read_text())
+        md.update(report_metadata(report.parent))
     # DVC's output hashes identify the data; fall back to the lineage record in cli mode
     version = sha256_json(hashes) if hashes else sha256_json(lin)
     return md, version[:16]
+
+
+def report_metadata(folder: Path) -> dict:
+    """The report's page in Dagster: report.md (its pictures live next to it, so image lines
+    are left out) and one table row per model from ``metrics/<model>.json``."""
+    text = (folder / "report.md").read_text()
+    md: dict = {
+        "report": dg.MetadataValue.md(
+            "\n".join(line for line in text.splitlines() if not line.startswith("!["))
+        )
+    }
+    files = sorted((folder / "metrics").glob("*.json"))
+    rows = [{"model": f.stem, **json.loads(f.read_text())} for f in files]
+    if rows:
+        cols = list(dict.fromkeys(k for r in rows for k in r))
+        schema = dg.TableSchema(
+            columns=[dg.TableColumn(c, "string" if c == "model" else "float") for c in cols]
+        )
+        records = [dg.TableRecord({c: r.get(c) for c in cols}) for r in rows]
+        md["report_table"] = dg.MetadataValue.table(records, schema=schema)
+    return md
 
 
 def _observe_pool(runner: StageRunner) -> dg.MaterializeResult:

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
-from ssl_core.eval.report_md import NO_LABELS
+from ssl_core.eval.report_md import NO_LABELS, TWIN_HEADER, twin_rows
 
 # The plots the evaluate stage writes, in page order, with their captions.
 CAPTIONS = {
@@ -383,15 +383,29 @@ def _curation(cur: dict | None) -> str:
     return "\n".join(out)
 
 
-def _figures(images: dict[str, Path]) -> str:
+def _twins(metrics: dict) -> str:
+    """Register twins' norm statistics side by side (their pictures are among the figures),
+    or the note saying how to get a twin."""
+    tw = metrics.get("register_twins")
+    if not tw:
+        return ""
+    head = "<h2>Registers: with and without, side by side</h2>"
+    if not tw.get("pairs"):
+        return f'{head}\n<p class="note" id="register-twins">{_e(tw.get("hint") or "")}</p>'
+    rows = [[_e(c) for c in row] for row in twin_rows(metrics)]
+    return head + "\n" + _table([_e(h) for h in TWIN_HEADER], rows, "twins")
+
+
+def _figures(images: dict[str, Path], captions: dict[str, str] | None = None) -> str:
     """Each PNG embedded as a base64 data URI, with its caption; missing files are skipped."""
+    captions = {**CAPTIONS, **(captions or {})}
     figs = []
     for name, path in images.items():
         path = Path(path)
         if not path.is_file():
             continue
         data = base64.b64encode(path.read_bytes()).decode("ascii")
-        caption = CAPTIONS.get(name, name)
+        caption = captions.get(name, name)
         figs.append(
             f'<figure><img src="data:image/png;base64,{data}" alt="{_e(name)}">'
             f"<figcaption><code>{_e(name)}</code>: {_e(caption)}</figcaption></figure>"
@@ -399,19 +413,24 @@ def _figures(images: dict[str, Path]) -> str:
     return "<h2>Plots</h2>\n" + "\n".join(figs) if figs else ""
 
 
-def report_images(folder: str | Path) -> dict[str, Path]:
-    """The known plots present in ``folder`` (name -> path), in page order."""
+def report_images(folder: str | Path, extra: Iterable[str] = ()) -> dict[str, Path]:
+    """The known plots, then ``extra`` file names (the model figures), present in ``folder``
+    (name -> path), in page order."""
     folder = Path(folder)
-    return {name: folder / name for name in CAPTIONS if (folder / name).is_file()}
+    names = [*(n for n in extra if n not in CAPTIONS), *CAPTIONS]
+    return {name: folder / name for name in names if (folder / name).is_file()}
 
 
-def report_html(metrics: dict, images: dict[str, Path]) -> str:
+def report_html(
+    metrics: dict, images: dict[str, Path], captions: dict[str, str] | None = None
+) -> str:
     """The whole self-contained ``report.html``.
 
     Args:
         metrics: the evaluate stage's ``metrics`` dict (as written to ``metrics.json``).
         images: plot file name -> path of a PNG to embed (e.g. ``report_images(folder)``);
-            known names get a caption from ``CAPTIONS``, others are captioned by their name.
+            known names get a caption from ``CAPTIONS`` or ``captions``, others their name.
+        captions: file name -> caption of the model figures (``report_figures``).
 
     Returns:
         The HTML document: title, model table, charts (with labels), label-free sections,
@@ -423,8 +442,9 @@ def report_html(metrics: dict, images: dict[str, Path]) -> str:
         _charts(metrics),
         _clusters(metrics),
         _health(metrics),
+        _twins(metrics),
         _curation(metrics.get("curation")),
-        _figures(images),
+        _figures(images, captions),
         '<p class="muted">Numbers: <code>metrics.json</code>; lineage of every input: '
         "<code>lineage.json</code> next to each artifact.</p>",
     ]

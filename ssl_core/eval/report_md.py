@@ -161,12 +161,74 @@ def _curation(cur: dict) -> list[str]:
     return [*lines, ""]
 
 
-def report_md(metrics: dict) -> str:
+def twin_rows(metrics: dict) -> list[list[str]]:
+    """One row per model of each register twin pair: registers, kNN, patch-norm statistics."""
+    k = "20"
+    rows = []
+    for pair in (metrics.get("register_twins") or {}).get("pairs", []):
+        for m in pair:
+            t = (metrics.get("feature_health", {}).get(m) or {}).get("tokens") or {}
+            reg = t.get("register_norm_median")
+            rows.append(
+                [
+                    m,
+                    str(t.get("num_register_tokens", "–")),
+                    _pct(metrics.get("knn", {}).get(m, {}).get(k)),
+                    f"{100 * t['outlier_share']:.2f} %" if "outlier_share" in t else "–",
+                    f"{t['patch_norm_median']:.1f} / {t['patch_norm_max']:.1f}" if t else "–",
+                    "–" if reg is None else f"{reg:.1f}",
+                ]
+            )
+    return rows
+
+
+TWIN_HEADER = [
+    "model",
+    "registers",
+    "kNN k=20",
+    "outlier tokens",
+    "patch norm median / max",
+    "register norm (median)",
+]
+
+
+def _twins(metrics: dict, figures: dict[str, str]) -> list[str]:
+    """Registers side by side: the twin pairs' norm statistics and pictures, or the hint."""
+    tw = metrics.get("register_twins")
+    if not tw:
+        return []
+    lines = ["## Registers: with and without, side by side", ""]
+    if not tw.get("pairs"):
+        return [*lines, tw.get("hint") or "No register twin in this run.", ""]
+    lines = _table(lines, TWIN_HEADER, twin_rows(metrics))
+    for name, caption in figures.items():
+        if name.startswith("register_twins_"):
+            lines += [f"![{caption}]({name})", ""]
+    return lines
+
+
+def _figures(figures: dict[str, str]) -> list[str]:
+    """The model figures (attention/PCA grids, token norms, accuracy plots) with captions."""
+    shown = {n: c for n, c in figures.items() if not n.startswith("register_twins_")}
+    if not shown:
+        return []
+    lines = ["## Model figures", ""]
+    for name, caption in shown.items():
+        lines += [f"`{name}`: {caption}", "", f"![{name}]({name})", ""]
+    return lines
+
+
+def report_md(metrics: dict, figures: dict[str, str] | None = None) -> str:
+    """The markdown report; ``figures`` maps the PNGs written next to it to their captions."""
+    figures = figures or {}
     lines = ["# Evaluation report", "", *_knn(metrics), *_linear_retrieval(metrics)]
-    lines += [*_cost(metrics), *_health(metrics), *_clusters(metrics)]
+    lines += [*_cost(metrics), *_health(metrics), *_twins(metrics, figures)]
+    lines += [*_figures(figures), *_clusters(metrics)]
     if metrics.get("curation"):
         lines += _curation(metrics["curation"])
     lines += [
+        "Per-model numbers for DVC: `metrics/<model>.json`; plot data: `plots/`.",
+        "",
         "Plots: `cluster_sizes.png` (cluster sizes before/after curation per level), "
         "`cluster_samples.png` (curated images per top-level cluster)"
         + (", `class_distribution.png`." if metrics.get("curation") else "."),

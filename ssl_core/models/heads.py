@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-__all__ = ["DINOHead", "build_mlp", "cancel_last_layer_gradients"]
+__all__ = ["DINOHead", "FeatureProjector", "build_mlp", "cancel_last_layer_gradients"]
 
 
 def build_mlp(
@@ -92,6 +92,24 @@ class DINOHead(nn.Module):
         eps = 1e-6 if z.dtype == torch.float16 else 1e-12
         z = nn.functional.normalize(z, dim=-1, p=2, eps=eps)
         return self.last_layer(z)
+
+
+class FeatureProjector(nn.Module):
+    """Linear maps from a student's token width to its teacher's, one for the CLS token and one
+    for patch tokens (feature distillation: the projected student tokens regress the frozen
+    teacher's normalised tokens by cosine). Linear on purpose: the exported student backbone then
+    carries the teacher's feature geometry up to one linear map, which is what kNN and linear
+    probes read.
+
+    Args:
+        in_dim: student width.
+        out_dim: teacher width.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.cls = nn.Linear(in_dim, out_dim)
+        self.patch = nn.Linear(in_dim, out_dim)
 
 
 def cancel_last_layer_gradients(

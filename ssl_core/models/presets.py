@@ -22,6 +22,11 @@ _PRESETS: dict[str, BackboneConfig] = {
     "tiny": ViTConfig(img_size=32, patch_size=4, embed_dim=192, depth=6, num_heads=3),
     # CPU demo student (~0.8 M parameters, a quarter of tiny's compute at 32 px).
     "tiny_student": ViTConfig(img_size=32, patch_size=4, embed_dim=128, depth=4, num_heads=2),
+    # Its register twin (Darcet et al. 2024): the same student without register tokens, so the
+    # report can show the two side by side. Its 0 registers are pinned (see pinned_fields).
+    "tiny_student_noreg": ViTConfig(
+        img_size=32, patch_size=4, embed_dim=128, depth=4, num_heads=2, num_register_tokens=0
+    ),
     # DINOv2 ViT-S/14 .. ViT-g/14 at the 224 px training resolution.
     "small": ViTConfig(img_size=224, patch_size=14, embed_dim=384, depth=12, num_heads=6),
     "base": ViTConfig(img_size=224, patch_size=14, embed_dim=768, depth=12, num_heads=12),
@@ -37,6 +42,18 @@ _PRESETS: dict[str, BackboneConfig] = {
     # conv + BatchNorm, see ssl_core.models.xcit_config.stem_stages).
     "xcit_demo": XCiTConfig(img_size=28, patch_size=4, embed_dim=128, depth=4, num_heads=4),
 }
+
+
+# Fields a preset fixes whatever the recipe says: a twin that exists to differ from another
+# preset in that field must keep it when a recipe overrides it for every student
+# (``distill.num_register_tokens``). Callers apply them last, so they win:
+# ``get_config(name, **{**overrides, **pinned_fields(name)})``.
+_PINNED: dict[str, dict[str, Any]] = {"tiny_student_noreg": {"num_register_tokens": 0}}
+
+
+def pinned_fields(name: str) -> dict[str, Any]:
+    """Config fields preset ``name`` pins against recipe overrides (empty for most presets)."""
+    return dict(_PINNED.get(name, {}))
 
 
 def list_presets() -> list[str]:

@@ -263,10 +263,47 @@ def _students_vs_teacher(metrics: dict, students: list[str]) -> tuple[str, pl.Da
     return k, pl.DataFrame(rows, schema=schema)
 
 
-def report_suite(metrics: dict, params: Params) -> SuiteResult:
+# The per-model numbers (``<reports_dir>/metrics/<model>.json``, written by
+# ssl_core/eval/model_metrics.py) every model must have; the gate states the contract itself.
+MODEL_METRICS_ALWAYS = ("params_m", "gflops_per_image", "images_per_s", "effective_rank")
+MODEL_METRICS_ALWAYS += ("uniformity",)
+MODEL_METRICS_LABELLED = ("linear_cls_top1", "recall_at_1", "recall_at_5", "map")
+
+
+def required_model_metrics(arch: str, labels: bool, ks: list[int]) -> list[str]:
+    """Keys a model's metrics file must hold: cost and feature health always, patch-token
+    outliers for backbones (``arch`` vit/xcit, not pixels); with labels kNN top-1 per k, linear
+    probes (DINOv2's cls4+avgpool input for backbones) and retrieval."""
+    backbone = arch != "pixels"
+    keys = [*MODEL_METRICS_ALWAYS, *(["outlier_share"] if backbone else [])]
+    if labels:
+        keys += [f"knn_top1_k{k}" for k in ks] + list(MODEL_METRICS_LABELLED)
+        keys += ["linear_cls4_avgpool_top1"] if backbone else []
+    return keys
+
+
+def _model_metric_rows(metrics: dict, files: dict[str, dict], expected: list[str], ks: list[int]):
+    """One row per (model, required metric): whether its file has it as a number, not NaN."""
+    info = metrics.get("models") or {}
+    rows = []
+    for m in dict.fromkeys([*expected, *info]):
+        arch = (info.get(m) or {}).get("arch", "vit")
+        for key in required_model_metrics(arch, bool(metrics.get("labels")), ks):
+            v = (files.get(m) or {}).get(key)
+            num = isinstance(v, int | float) and not isinstance(v, bool)
+            rows.append({"model": m, "metric": key, "present": num, "not_nan": num and v == v})
+    schema = {"model": pl.String, "metric": pl.String, "present": pl.Boolean, "not_nan": pl.Boolean}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def report_suite(
+    metrics: dict, params: Params, model_files: dict[str, dict] | None = None
+) -> SuiteResult:
     """The evaluation gate: every model measured, no NaN metric (infinity is a real value of
-    some ratios, e.g. max/min class counts with an empty class), and (with labels)
-    every student keeps ``eval.min_student_fraction`` of the teacher's kNN top-1."""
+    some ratios, e.g. max/min class counts with an empty class), every model's metrics file
+    (``model_files``: model -> its ``metrics/<model>.json``; None skips this) has every required
+    metric as a number, not NaN, and (with labels) every student keeps
+    ``eval.min_student_fraction`` of the teacher's kNN top-1."""
     g = expectations()
     models = ["teacher", *(f"student_{s}" for s in params.distill.students)]
     present = pl.DataFrame(
@@ -288,6 +325,18 @@ def report_suite(metrics: dict, params: Params) -> SuiteResult:
             ],
         ),
     ]
+    if model_files is not None:
+        rows = _model_metric_rows(metrics, model_files, models, list(params.eval.ks))
+        batches.append(
+            Batch(
+                "model_metrics",
+                rows,
+                [
+                    g.ExpectColumnValuesToBeInSet(column="present", value_set=[True]),
+                    g.ExpectColumnValuesToBeInSet(column="not_nan", value_set=[True]),
+                ],
+            )
+        )
     if metrics.get("labels"):
         k, rows = _students_vs_teacher(metrics, models[1:])
         batches.append(

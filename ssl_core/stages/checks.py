@@ -65,10 +65,13 @@ def _students(params: Params) -> SuiteResult:
     return SuiteResult("students", all(r.success for r in results), outcomes)
 
 
+MODEL_METRICS_DIR = "metrics"  # <reports_dir>/metrics/<model>.json (ssl_core.eval.model_metrics)
+
+
 def _report(params: Params) -> SuiteResult:
-    return suites.report_suite(
-        suites.read_json(Path(params.paths.reports_dir) / "metrics.json"), params
-    )
+    d = Path(params.paths.reports_dir)
+    files = {p.stem: suites.read_json(p) for p in sorted((d / MODEL_METRICS_DIR).glob("*.json"))}
+    return suites.report_suite(suites.read_json(d / "metrics.json"), params, files)
 
 
 CHECKS = {

@@ -31,12 +31,23 @@ def selected(params: Params, students: list[str] | None) -> list[str]:
     return list(dict.fromkeys(students)) if students else listed
 
 
+def teacher_source(params: Params) -> Path:
+    """``distill.teacher`` when set (a folder or an official-layout backbone file), else the
+    teacher stage's output folder."""
+    return Path(params.distill.teacher or params.paths.teacher_dir)
+
+
+def teacher_weights(source: Path) -> Path:
+    """The backbone file of a teacher source (what lineage hashes)."""
+    return source / "model.safetensors" if source.is_dir() else source
+
+
 def run(params: Params, progress: bool = True, students: list[str] | None = None) -> dict:
     names = selected(params, students)
     cfg = params.distill
     st = StageRun("students", params, ("distill", "train"), seed=cfg.seed)
     curated_path = Path(params.paths.curated_dir) / CURATED
-    teacher_dir = Path(params.paths.teacher_dir)
+    teacher_dir = teacher_source(params)
     paths = pl.read_parquet(curated_path)["path"].to_list()
     cfg = sizing.resolve_epochs(cfg, len(paths), sizing.STUDENT_IMAGES, "distill")
     evset = load_eval_set(params)
@@ -63,7 +74,7 @@ def run(params: Params, progress: bool = True, students: list[str] | None = None
         )
         st.lineage(
             out,
-            {"curated": curated_path, "teacher": teacher_dir / "model.safetensors"},
+            {"curated": curated_path, "teacher": teacher_weights(teacher_dir)},
             results[name],
         )
     return results

@@ -8,6 +8,8 @@ of every model: effective rank, uniformity, patch-token norm outliers and regist
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,17 +27,22 @@ from ssl_core.eval.curation_plots import (
 )
 from ssl_core.eval.curation_report import curation_report
 from ssl_core.eval.model_cost import backbone_cost, images_per_s
+from ssl_core.eval.model_metrics import write_model_metrics
 from ssl_core.eval.probe import sample_images
 from ssl_core.eval.protocol import measure
+from ssl_core.eval.register_twins import register_twins, twin_hint
+from ssl_core.eval.report_figures import FIGURE_IMAGES, report_figures
 from ssl_core.eval.report_html import report_html, report_images
 from ssl_core.eval.report_md import report_md
 from ssl_core.lineage import LINEAGE_FILE
+from ssl_core.models.presets import list_presets
 from ssl_core.stages.cluster import ASSIGNMENTS, level_col, resolved_levels
 from ssl_core.stages.common import StageRun
 from ssl_core.stages.curate import CURATED
 from ssl_core.stages.ingest import MANIFEST
 from ssl_core.train.teacher import build_teacher_model
 from ssl_core.utils.atomic import atomic_dir, write_json, write_text
+from ssl_core.utils.failpoints import failpoint
 
 HEALTH_IMAGES = 256  # curated images sampled for the label-free feature-health measures
 
@@ -127,6 +134,57 @@ def _plots(params: Params, curated: pl.DataFrame, sizes: tuple, cur: dict | None
         pl.DataFrame(rows).write_csv(out / "class_distribution.csv")
 
 
+def _model_info(params: Params, name: str, emb) -> dict:
+    """Role, architecture and backbone config of a measured model (the register-twin pairing
+    compares configs); a student's training wall time (the cost of another one)."""
+    role = "student" if name.startswith("student_") else name
+    role = "random" if name.startswith("random_init") else role
+    info: dict = {"role": role, "arch": "pixels", "config": None}
+    if isinstance(emb, BackboneEmbedder):
+        info["config"] = emb.model.config.to_dict()
+        info["arch"] = info["config"].get("arch", "vit")
+    if role == "student":
+        summary = Path(params.paths.students_dir) / name.removeprefix("student_") / "summary.json"
+        if summary.is_file():
+            info["train_wall_s"] = json.loads(summary.read_text()).get("wall_s")
+    return info
+
+
+def _twins(params: Params, models: dict) -> dict:
+    """Register twin pairs of the run, or (none) the hint how to get one and what it costs."""
+    pairs = register_twins(models)
+    if pairs:
+        return {"pairs": [list(p) for p in pairs], "hint": None}
+    wall = {
+        n.removeprefix("student_"): m.get("train_wall_s")
+        for n, m in models.items()
+        if m["role"] == "student"
+    }
+    return {"pairs": [], "hint": twin_hint(list(params.distill.students), list_presets(), wall)}
+
+
+def _figure_images(params: Params, evset, sample: pl.Series) -> torch.Tensor:
+    """``FIGURE_IMAGES`` fixed images for the attention/PCA grids: the first eval query images
+    (with labels), else the first of the seeded curated sample."""
+    if evset is not None:
+        root, paths = evset.root, evset.query["path"].head(FIGURE_IMAGES).to_list()
+    else:
+        root, paths = Path(params.paths.pool), sample.head(FIGURE_IMAGES).to_list()
+    return sample_images(root, paths, params.train.image_size, len(paths), params.seed)
+
+
+def _write_report(tmp: Path, metrics: dict, models: dict, images: torch.Tensor) -> float:
+    """Per-model metrics, plot data, model figures, report.md and report.html into ``tmp``;
+    returns the seconds the model figures took."""
+    write_model_metrics(metrics, tmp)
+    t0 = time.perf_counter()
+    figures = report_figures(metrics, models, images, tmp)
+    figures_s = time.perf_counter() - t0
+    write_text(tmp / "report.md", report_md(metrics, figures))
+    write_text(tmp / "report.html", report_html(metrics, report_images(tmp, figures), figures))
+    return figures_s
+
+
 def _headline(metrics: dict) -> dict:
     """The numbers an asset page shows first (Dagster metadata comes from these stats)."""
     out: dict = {"labels": metrics["labels"], "knn": metrics["knn"]}
@@ -135,6 +193,8 @@ def _headline(metrics: dict) -> dict:
             out[f"knn20_{name}"] = m["20"]
     for name, h in metrics["feature_health"].items():
         out[f"effective_rank_{name}"] = round(h["effective_rank"], 2)
+    for name, lin in metrics["linear"].items():
+        out[f"linear_cls_{name}"] = lin["cls"]["top1"]
     return out
 
 
@@ -146,7 +206,8 @@ def run(params: Params, progress: bool = True) -> dict:
     removed = pl.read_parquet(Path(params.paths.dedup_dir) / "removed.parquet")
     sample = curated["path"].sample(min(HEALTH_IMAGES, curated.height), seed=params.seed)
     knn, linear, retrieval, health, cost = {}, {}, {}, {}, {}
-    for name, emb in _models(params).items():
+    models = _models(params)
+    for name, emb in models.items():
         if evset is not None:
             m = measure(emb, evset, cfg.ks, cfg.temperature, cfg.batch_size, params.seed, progress)
             knn[name], linear[name], retrieval[name] = m["knn"], m["linear"], m["retrieval"]
@@ -166,15 +227,18 @@ def run(params: Params, progress: bool = True) -> dict:
         "cost": cost,
         "cluster_balance": sizes[2],
         "curation": curation_report(load_pool_labels(params), manifest, removed, curated),
+        "models": {name: _model_info(params, name, emb) for name, emb in models.items()},
     }
+    metrics["register_twins"] = _twins(params, metrics["models"])
     inputs = {
         "teacher": Path(params.paths.teacher_dir) / "model.safetensors",
         "curated": Path(params.paths.curated_dir) / CURATED,
     }
     with atomic_dir(params.paths.reports_dir) as tmp:
         write_json(tmp / "metrics.json", metrics)
-        write_text(tmp / "report.md", report_md(metrics))
         _plots(params, curated, sizes, metrics["curation"], tmp)
-        write_text(tmp / "report.html", report_html(metrics, report_images(tmp)))
-        st.lineage(tmp, inputs, _headline(metrics))
+        failpoint("report.partial")
+        images = _figure_images(params, evset, sample)
+        figures_s = _write_report(tmp, metrics, models, images)
+        st.lineage(tmp, inputs, {**_headline(metrics), "model_figures_s": round(figures_s, 1)})
     return {"knn": knn, "report": str(Path(params.paths.reports_dir) / "report.md")}

@@ -35,17 +35,22 @@ class CollapseMonitor:
         nonfinite = not math.isfinite(m["loss"])
         degenerate = step >= self.grace and (
             m["feature_std"] < 1e-6
-            or m["teacher_entropy"] > UNIFORM_RATIO * m["log_k"]
-            or m["teacher_marginal_entropy"] < 0.02 * m["log_k"]
+            or ("log_k" in m and m["teacher_entropy"] > UNIFORM_RATIO * m["log_k"])
+            or ("log_k" in m and m["teacher_marginal_entropy"] < 0.02 * m["log_k"])
         )
         nonfinite_any, degenerate_any = self.all_max([float(nonfinite), float(degenerate)])
         if nonfinite_any:
             raise CollapseError(f"non-finite loss at step {step}: {m}")
         self.bad_run = self.bad_run + 1 if degenerate_any else 0
         if self.bad_run >= self.patience:
+            entropies = (
+                f", entropy {m['teacher_entropy']:.3f} / log K {m['log_k']:.3f}, marginal "
+                f"entropy {m['teacher_marginal_entropy']:.3f}"
+                if "log_k" in m
+                else ""
+            )
             raise CollapseError(
                 f"collapse: teacher degenerate for {self.bad_run} consecutive steps (feature std "
-                f"{m['feature_std']:.2e}, entropy {m['teacher_entropy']:.3f} / log K "
-                f"{m['log_k']:.3f}, marginal entropy {m['teacher_marginal_entropy']:.3f}); "
-                "try a lower lr, a longer warm-up or a lower teacher temperature"
+                f"{m['feature_std']:.2e}{entropies}); try a lower lr, a longer warm-up or a "
+                "lower teacher temperature"
             )

@@ -2,10 +2,13 @@
 distillation"; upstream code not released).
 
 The teacher (``teacher_dir/model.safetensors`` + ``head.safetensors`` written by
-:func:`ssl_core.train.teacher.train_teacher`) is frozen: no EMA, no masking, no drop-path. The
-student (a fresh backbone + its own head with the teacher's K prototypes) is trained with the
-same losses on the teacher's outputs, with iBOT on both global crops (``mask_probability`` 1 by
-default). The EMA of the student is the final model; it is written in the same files as the
+:func:`ssl_core.train.teacher.train_teacher`, or any official-layout DINOv2 backbone) is frozen:
+no EMA, no masking, no drop-path. What the student (a fresh backbone + its own head) learns from
+it is ``distill.target``: ``prototypes``, the same losses on the teacher head's outputs with iBOT
+on both global crops (``mask_probability`` 1 by default); ``features``, a cosine regression of
+the teacher's CLS and patch tokens of the same crops through a linear projector
+(:func:`ssl_core.train.objectives.feature_loss`; the only target a bare backbone offers);
+``both``, the sum. The EMA of the student is the final model; it is written in the same files as the
 teacher (``model.safetensors``, ``head.safetensors``, ``config.json``, ``metrics.jsonl``,
 ``summary.json``, ``checkpoint.pt``).
 """
@@ -22,42 +25,55 @@ from torch import nn
 
 from ssl_core.config import DistillConfig
 from ssl_core.models.official import load_backbone, read_safetensors, state_dict_differences
-from ssl_core.models.presets import Backbone, BackboneConfig, build_from_config, get_config
+from ssl_core.models.presets import (
+    Backbone,
+    BackboneConfig,
+    build_from_config,
+    get_config,
+    pinned_fields,
+)
 from ssl_core.train.outputs import HEAD, HEAD_METADATA_KEY, MODEL
 from ssl_core.train.runtime import Runtime
 from ssl_core.train.ssl_model import SSLModel, SSLNet, make_head_config
 from ssl_core.train.trainer import RunOptions, RunSpec, StepHook, fit
 
-__all__ = ["distill_student", "load_teacher", "student_config"]
+__all__ = ["distill_student", "load_teacher", "student_config", "student_head"]
 
 
 def student_config(name: str, **overrides: Any) -> BackboneConfig:
     """Config of a student preset from :mod:`ssl_core.models.presets` (ValueError lists names);
-    ``xcit_*`` presets give an XCiT student, the others a ViT, whatever the teacher is."""
-    return get_config(name, **overrides)
+    ``xcit_*`` presets give an XCiT student, the others a ViT, whatever the teacher is. Fields a
+    preset pins (``tiny_student_noreg``: no registers) win over the recipe's ``overrides``."""
+    return get_config(name, **{**overrides, **pinned_fields(name)})
 
 
-def load_teacher(teacher_dir: Path) -> tuple[SSLNet, dict[str, Any]]:
-    """Frozen teacher backbone + head from a ``train_teacher`` output folder.
+def load_teacher(source: Path) -> tuple[SSLNet, dict[str, Any]]:
+    """Frozen teacher from a ``train_teacher`` output folder or an official-layout backbone.
+
+    Args:
+        source: A folder with ``model.safetensors`` (+ ``head.safetensors`` when the teacher
+            has a prototype head), or a backbone file (``.safetensors`` / ``.pth`` in the
+            official DINOv2 layout, e.g. a released ``dinov2_vits14_reg4_pretrain.pth``).
 
     Returns:
-        ``(net, config_json)``: the network (eval mode) and the folder's ``config.json``
-        (empty dict when absent).
+        ``(net, config_json)``: the network (eval mode; ``net.has_prototypes`` False for a bare
+        backbone) and the folder's ``config.json`` (empty dict when absent).
 
     Raises:
-        FileNotFoundError: ``model.safetensors`` or ``head.safetensors`` is missing (a bare
-            backbone, e.g. an official DINOv2 release, has no prototype head to distil from).
+        FileNotFoundError: No backbone at ``source``.
+        CheckpointError: A weights file is truncated, corrupt or of another architecture.
     """
-    teacher_dir = Path(teacher_dir)
-    model_path, head_path = teacher_dir / MODEL, teacher_dir / HEAD
+    source = Path(source)
+    model_path = source / MODEL if source.is_dir() else source
     if not model_path.is_file():
-        raise FileNotFoundError(f"teacher backbone not found: {model_path}")
-    if not head_path.is_file():
         raise FileNotFoundError(
-            f"teacher head not found: {head_path}. Distillation matches the teacher's prototype "
-            "outputs, so it needs the DINO head written by train_teacher (head.safetensors)."
+            f"teacher backbone not found: {model_path} (distill.teacher: a train_teacher folder "
+            "or an official-layout .safetensors / .pth file)"
         )
     backbone: Backbone = load_backbone(model_path)
+    head_path = source / HEAD
+    if not (source.is_dir() and head_path.is_file()):
+        return SSLNet(backbone, make_head_config(0, 0, 0)).eval(), {}
     head_sd, meta = read_safetensors(head_path)  # CheckpointError when truncated / corrupt
     if HEAD_METADATA_KEY not in meta:
         raise ValueError(f"{head_path}: no '{HEAD_METADATA_KEY}' metadata")
@@ -67,9 +83,34 @@ def load_teacher(teacher_dir: Path) -> tuple[SSLNet, dict[str, Any]]:
     if diffs:
         raise ValueError(f"{head_path}: head does not fit its backbone:\n  " + "\n  ".join(diffs))
     net.load_state_dict(head_sd, strict=False)
-    cfg_path = teacher_dir / "config.json"
+    cfg_path = source / "config.json"
     config_json = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
     return net.eval(), config_json
+
+
+def student_head(cfg: DistillConfig, teacher: SSLNet, source: Path) -> dict[str, Any]:
+    """The student's head settings for ``cfg.target``: the teacher's K prototypes (targets
+    prototypes / both) and a projector to the teacher's width (features / both).
+
+    Raises:
+        ValueError: The target needs prototypes and the teacher has none (a bare backbone).
+    """
+    wants_prototypes = cfg.target in ("prototypes", "both")
+    if wants_prototypes and not teacher.has_prototypes:
+        raise ValueError(
+            f"distill.target = {cfg.target}: the teacher {source} is a bare backbone (no "
+            "head.safetensors with prototypes, e.g. an official DINOv2 release); set "
+            "distill.target: features to distil its CLS and patch tokens instead"
+        )
+    t_head = teacher.head_config
+    return make_head_config(
+        t_head["out_dim"] if wants_prototypes else 0,
+        cfg.head_hidden_dim,
+        cfg.head_bottleneck_dim,
+        cfg.head_nlayers,
+        bool(t_head.get("separate_ibot_head", False)) and wants_prototypes,
+        feature_dim=teacher.backbone.embed_dim if cfg.target != "prototypes" else None,
+    )
 
 
 def distill_student(
@@ -90,7 +131,8 @@ def distill_student(
     Args:
         cfg: Recipe (``params.yaml`` ``distill:``).
         student_preset: Backbone preset of the student (see :func:`student_config`).
-        teacher_dir: Output folder of ``train_teacher`` (model + head safetensors).
+        teacher_dir: Output folder of ``train_teacher`` (model + head safetensors), or an
+            official-layout backbone file (``cfg.target`` features only; :func:`load_teacher`).
         root: Pool root the paths are relative to.
         paths: Curated image paths.
         out_dir: Output folder (same files as the teacher's).
@@ -104,8 +146,9 @@ def distill_student(
         The summary dict (rank 0).
 
     Raises:
-        FileNotFoundError: Teacher backbone or head missing.
-        ValueError: Unknown preset, or the teacher's patch size does not divide the image size.
+        FileNotFoundError: Teacher backbone missing.
+        ValueError: Unknown preset, the teacher's patch size does not divide the image size,
+            or ``cfg.target`` needs prototypes the teacher does not have.
     """
     rt = Runtime.start(cfg.num_threads)
     try:
@@ -126,14 +169,7 @@ def distill_student(
             # patch size (as DINOv2 distils g/14 into S/B/L/14)
             patch_size=teacher.backbone.patch_size,
         )
-        t_head = teacher.head_config
-        head = make_head_config(
-            t_head["out_dim"],
-            cfg.head_hidden_dim,
-            cfg.head_bottleneck_dim,
-            cfg.head_nlayers,
-            t_head["separate_ibot_head"],
-        )
+        head = student_head(cfg, teacher, Path(teacher_dir))
         model = SSLModel(SSLNet(build_from_config(s_cfg), head), teacher=teacher)
         config_json = {
             "role": "student",

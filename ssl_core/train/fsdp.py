@@ -53,9 +53,9 @@ def resolve_parallelism(setting: str, world: int, n_params: int) -> str:
 def _shard_net(net: SSLNet, mesh: Any) -> None:
     for blk in net.backbone.blocks:
         fully_shard(blk, mesh=mesh)
-    fully_shard(net.dino_head, mesh=mesh)
-    if net.ibot_head is not None:
-        fully_shard(net.ibot_head, mesh=mesh)
+    for head in (net.dino_head, net.ibot_head, net.feature_proj):
+        if head is not None:
+            fully_shard(head, mesh=mesh)
     fully_shard(net, mesh=mesh)
 
 

@@ -38,6 +38,7 @@ patch scores (the tokens the loss uses), not from its CLS scores.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +52,15 @@ from ssl_core.train.ssl_model import SSLModel
 if TYPE_CHECKING:
     from ssl_core.train.step import Losses
 
-__all__ = ["OBJECTIVES", "Terms", "autocast", "complementary_masks", "compute_terms"]
+__all__ = [
+    "DISTILL_TARGETS",
+    "OBJECTIVES",
+    "Terms",
+    "autocast",
+    "complementary_masks",
+    "compute_terms",
+    "feature_loss",
+]
 
 OBJECTIVES = ("dinov2", "ibot", "splitmask")
 
@@ -76,8 +85,9 @@ class Terms:
     ibot: Tensor
     koleo: Tensor | float
     teacher_cls: Tensor
-    entropy_logits: Tensor
+    entropy_logits: Tensor | None  # None: the target has no prototypes (feature distillation)
     n_masked: int
+    feature: Tensor | float = 0.0
 
 
 def complementary_masks(n: int, n_patches: int, generator: torch.Generator) -> Tensor:
@@ -116,10 +126,10 @@ def compute_terms(
         generator: The step's generator (mask randomness).
         temp: Teacher temperature at this step.
     """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; one of {OBJECTIVES}")
-    fn = {"dinov2": _dinov2, "ibot": _ibot, "splitmask": _splitmask}[objective]
-    return fn(model, student, losses, crops, patch_size, generator, temp, cfg, packed)
+    fns = {"dinov2": _dinov2, "ibot": _ibot, "splitmask": _splitmask, **_DISTILL_ONLY}
+    if objective not in fns:
+        raise ValueError(f"unknown objective {objective!r}; one of {sorted(fns)}")
+    return fns[objective](model, student, losses, crops, patch_size, generator, temp, cfg, packed)
 
 
 def _block_masks(globals_: Tensor, patch_size: int, probability: float, cfg: Any,
@@ -152,20 +162,61 @@ def _ibot_term(losses, s_out: dict, t_ibot: Tensor, masks: Tensor) -> Tensor:
 
 
 def _dinov2(model, student, losses, crops, patch_size, generator, temp, cfg, packed) -> Terms:
+    return _multicrop(model, student, losses, crops, patch_size, generator, temp, cfg, packed,
+                      prototypes=True, features=False)  # fmt: skip
+
+
+def feature_loss(
+    s_out: dict[str, Tensor], t_out: dict[str, Tensor], t_local: Tensor | None
+) -> Tensor:
+    """Feature distillation: mean cosine distance of the projected student CLS of every crop to
+    the teacher's CLS of the same crop, plus the same over the global crops' patch tokens
+    (masked positions included: there the student predicts the teacher's token). Same-view
+    targets, as "a good teacher is patient and consistent" (Beyer et al. 2022) recommends."""
+    t_cls = torch.cat([t_out["cls"]] + ([t_local] if t_local is not None else []))
+    cls_term = 1.0 - F.cosine_similarity(s_out["feat_cls"].float(), t_cls.float(), dim=-1).mean()
+    s_patch, t_patch = s_out["feat_patch"].float(), t_out["patch_tokens"].float()
+    patch_term = 1.0 - F.cosine_similarity(s_patch, t_patch, dim=-1).mean()
+    return cls_term + patch_term
+
+
+def _multicrop(model, student, losses, crops, patch_size, generator, temp, cfg, packed, *,
+               prototypes: bool, features: bool) -> Terms:  # fmt: skip
+    """DINO + iBOT on the target's prototypes (``prototypes``) and/or feature distillation
+    (``features``, distillation only), + KoLeo, over multi-crop views."""
     n_g, b = len(crops["global"]), crops["global"][0].shape[0]
     globals_ = torch.cat(crops["global"])  # (n_g B, C, G, G), crop-major
     locals_ = torch.cat(crops["local"]) if crops["local"] else None  # (n_l B, C, L, L)
     masks = _block_masks(globals_, patch_size, cfg.mask_probability, cfg, generator)
-    t_out, t_dino, t_ibot = _teacher_targets(model, losses, globals_, masks, temp)
+    with autocast(globals_.device):
+        t_out = model.target.teacher_forward(globals_, masks)
+        t_local = model.target.teacher_cls(locals_) if features and locals_ is not None else None
 
     with autocast(globals_.device):
         s_out = student(globals_, locals_, masks, packed)
-    n_crops = s_out["dino_logits"].shape[0] // b
-    dino = losses.dino(list(s_out["dino_logits"].chunk(n_crops)), list(t_dino.chunk(n_g)))
-    ibot = _ibot_term(losses, s_out, t_ibot, masks)
+    if prototypes:
+        t_dino = losses.teacher_probs(t_out["dino_logits"], temp, losses.dino_center)
+        t_ibot = losses.teacher_probs(t_out["ibot_logits"], temp, losses.ibot_center)
+        n_crops = s_out["dino_logits"].shape[0] // b
+        dino = losses.dino(list(s_out["dino_logits"].chunk(n_crops)), list(t_dino.chunk(n_g)))
+        ibot = _ibot_term(losses, s_out, t_ibot, masks)
+    else:
+        dino = ibot = s_out["cls_global"].sum() * 0.0
     koleo = sum(losses.koleo(c) for c in s_out["cls_global"].chunk(n_g))
     loss = cfg.dino_weight * dino + cfg.ibot_weight * ibot + cfg.koleo_weight * koleo
-    return Terms(loss, dino, ibot, koleo, t_out["cls"], t_out["dino_logits"], int(masks.sum()))
+    feature = feature_loss(s_out, t_out, t_local) if features else 0.0
+    if features:
+        loss = loss + cfg.feature_weight * feature
+    entropy_logits = t_out["dino_logits"] if prototypes else None
+    return Terms(loss, dino, ibot, koleo, t_out["cls"], entropy_logits, int(masks.sum()), feature)
+
+
+# distillation targets (``distill.target``) -> objective; not valid for pretraining (no teacher)
+DISTILL_TARGETS = {"prototypes": "dinov2", "features": "features", "both": "dinov2+features"}
+_DISTILL_ONLY = {
+    "features": functools.partial(_multicrop, prototypes=False, features=True),
+    "dinov2+features": functools.partial(_multicrop, prototypes=True, features=True),
+}
 
 
 def _ibot(model, student, losses, crops, patch_size, generator, temp, cfg, packed) -> Terms:

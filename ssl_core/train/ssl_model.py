@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ssl_core.models.heads import DINOHead
+from ssl_core.models.heads import DINOHead, FeatureProjector
 from ssl_core.models.presets import Backbone
 
 __all__ = ["SSLModel", "SSLNet", "make_head_config"]
@@ -30,9 +30,14 @@ def make_head_config(
     separate_ibot_head: bool = False,
     use_bn: bool = False,
     norm_last_layer: bool = True,
+    feature_dim: int | None = None,
 ) -> dict[str, Any]:
-    """Head settings as a JSON-serialisable dict (stored next to the head weights)."""
-    return dict(
+    """Head settings as a JSON-serialisable dict (stored next to the head weights).
+
+    ``out_dim`` 0: no prototype head (a bare backbone, e.g. an official release used as a
+    teacher, or a student distilled on features only). ``feature_dim``: width of the teacher
+    whose tokens a :class:`FeatureProjector` maps the student's to (feature distillation)."""
+    cfg: dict[str, Any] = dict(
         out_dim=int(out_dim),
         hidden_dim=int(hidden_dim),
         bottleneck_dim=int(bottleneck_dim),
@@ -41,14 +46,17 @@ def make_head_config(
         use_bn=bool(use_bn),
         norm_last_layer=bool(norm_last_layer),
     )
+    if feature_dim:  # absent otherwise: heads saved before feature distillation stay identical
+        cfg["feature_dim"] = int(feature_dim)
+    return cfg
 
 
 class SSLNet(nn.Module):
-    """Backbone + DINO head (+ separate iBOT head).
+    """Backbone + DINO head (+ separate iBOT head) (+ feature projector).
 
     Args:
         backbone: The ViT or XCiT.
-        head: Head settings from :func:`make_head_config`.
+        head: Head settings from :func:`make_head_config` (``out_dim`` 0: no prototype head).
     """
 
     def __init__(self, backbone: Backbone, head: dict[str, Any]) -> None:
@@ -69,12 +77,22 @@ class SSLNet(nn.Module):
                 norm_last_layer=bool(head.get("norm_last_layer", True)),
             )
 
-        self.dino_head = mk()
-        self.ibot_head = mk() if head["separate_ibot_head"] else None
+        has_head = int(head["out_dim"]) > 0
+        self.dino_head = mk() if has_head else None
+        self.ibot_head = mk() if has_head and head["separate_ibot_head"] else None
+        fd = head.get("feature_dim")
+        self.feature_proj = FeatureProjector(d, int(fd)) if fd else None
+
+    @property
+    def has_prototypes(self) -> bool:
+        """Whether the net scores tokens against prototypes (has a DINO head)."""
+        return self.dino_head is not None
 
     @property
     def patch_head(self) -> DINOHead:
         """Head used for masked patch tokens (shared with the CLS head unless separate)."""
+        if self.dino_head is None:
+            raise ValueError("this network has no prototype head (head out_dim 0)")
         return self.ibot_head if self.ibot_head is not None else self.dino_head
 
     def heads_state_dict(self) -> dict[str, Tensor]:
@@ -93,17 +111,25 @@ class SSLNet(nn.Module):
             packed: One packed forward of all crops instead of one per resolution.
 
         Returns:
-            ``cls_global`` (n_g B, D) backbone CLS of the global crops; ``dino_logits``
-            (n_g B + n_l B, K) head outputs on all CLS tokens (globals first); ``ibot_logits``
-            (M, K) on the M masked patch tokens (``masks.nonzero()`` order).
+            ``cls_global`` (n_g B, D) backbone CLS of the global crops; with a prototype head
+            ``dino_logits`` (n_g B + n_l B, K) head outputs on all CLS tokens (globals first)
+            and ``ibot_logits`` (M, K) on the M masked patch tokens (``masks.nonzero()``
+            order); with a feature projector ``feat_cls`` (n_g B + n_l B, D_t) and
+            ``feat_patch`` (n_g B, N, D_t), the projected CLS of every crop and patch tokens
+            of the global crops.
         """
         xs = [global_crops] + ([local_crops] if local_crops is not None else [])
         outs = self.backbone.forward_features_list(xs, [masks] + [None] * (len(xs) - 1), packed)
         cls_g = outs[0]["x_norm_clstoken"]  # (n_g B, D)
         cls_all = torch.cat([o["x_norm_clstoken"] for o in outs])  # (n_g B + n_l B, D)
-        patches = outs[0]["x_norm_patchtokens"][masks]  # (M, D)
-        dino_logits, ibot_logits = self._heads(cls_all, patches)
-        return {"cls_global": cls_g, "dino_logits": dino_logits, "ibot_logits": ibot_logits}
+        out = {"cls_global": cls_g}
+        if self.dino_head is not None:
+            patches = outs[0]["x_norm_patchtokens"][masks]  # (M, D)
+            out["dino_logits"], out["ibot_logits"] = self._heads(cls_all, patches)
+        if self.feature_proj is not None:
+            out["feat_cls"] = self.feature_proj.cls(cls_all)
+            out["feat_patch"] = self.feature_proj.patch(outs[0]["x_norm_patchtokens"])
+        return out
 
     def _heads(self, cls: Tensor, patches: Tensor) -> tuple[Tensor, Tensor]:
         """Prototype scores of CLS tokens and patch tokens.
@@ -123,14 +149,22 @@ class SSLNet(nn.Module):
         """Teacher pass: unmasked global crops only.
 
         Returns:
-            ``cls`` (n_g B, D) normalised CLS; ``dino_logits`` (n_g B, K); ``ibot_logits``
+            ``cls`` (n_g B, D) normalised CLS; ``patch_tokens`` (n_g B, N, D) normalised patch
+            tokens; with a prototype head ``dino_logits`` (n_g B, K) and ``ibot_logits``
             (M, K) on the patch positions that the student saw masked.
         """
         out = self.backbone.forward_features(global_crops)
         cls = out["x_norm_clstoken"]  # (n_g B, D)
-        patches = out["x_norm_patchtokens"][masks]  # (M, D)
-        dino_logits, ibot_logits = self._heads(cls, patches)
-        return {"cls": cls, "dino_logits": dino_logits, "ibot_logits": ibot_logits}
+        res = {"cls": cls, "patch_tokens": out["x_norm_patchtokens"]}
+        if self.dino_head is not None:
+            patches = out["x_norm_patchtokens"][masks]  # (M, D)
+            res["dino_logits"], res["ibot_logits"] = self._heads(cls, patches)
+        return res
+
+    @torch.no_grad()
+    def teacher_cls(self, crops: Tensor) -> Tensor:
+        """Normalised CLS (n, D) of unmasked crops of any size (feature targets of locals)."""
+        return self.backbone.forward_features(crops)["x_norm_clstoken"]
 
 
 def _batchnorms(module: nn.Module) -> list[nn.Module]:
@@ -173,7 +207,7 @@ class SSLModel(nn.Module):
         self.student = student
         self.ema = _freeze(copy.deepcopy(student))
         self.teacher = _freeze(teacher) if teacher is not None else None
-        if teacher is not None:
+        if teacher is not None and student.has_prototypes:
             k_s, k_t = student.head_config["out_dim"], teacher.head_config["out_dim"]
             if k_s != k_t:
                 raise ValueError(f"student head has {k_s} prototypes, teacher head {k_t}")

@@ -35,7 +35,7 @@ from ssl_core.loss.ibot import IBOTPatchLoss
 from ssl_core.loss.info_nce import InfoNCELoss
 from ssl_core.loss.koleo import KoLeoLoss
 from ssl_core.models.heads import cancel_last_layer_gradients
-from ssl_core.train.objectives import compute_terms
+from ssl_core.train.objectives import DISTILL_TARGETS, compute_terms
 from ssl_core.train.ssl_model import SSLModel
 
 __all__ = ["INFO_NCE_TEMP", "Losses", "resolve_packed", "softmax_entropies", "train_step"]
@@ -122,7 +122,8 @@ def train_step(
         scores (:mod:`ssl_core.train.objectives`), so the keys stay the same in every mode.
     """
     crops = augment(images, generator=generator)
-    objective = getattr(cfg, "objective", "dinov2")  # DistillConfig: always the DINOv2 losses
+    # TrainConfig.objective; DistillConfig.target picks prototypes and/or feature distillation
+    objective = getattr(cfg, "objective", None) or DISTILL_TARGETS[cfg.target]
     t = compute_terms(
         objective,
         model,
@@ -154,16 +155,21 @@ def train_step(
     with torch.no_grad():
         feats = F.normalize(t.teacher_cls.float(), dim=-1)
         feature_std = float(feats.std(dim=0).mean())
-    h_sample, h_mean = softmax_entropies(t.entropy_logits, sched["teacher_temp"])
-    return {
+    rec = {
         "loss": float(loss.detach()),
         "dino_loss": float(dino.detach()),
         "ibot_loss": float(ibot.detach()),
-        "koleo_loss": float(koleo.detach()) if torch.is_tensor(koleo) else float(koleo),
+        "koleo_loss": _float(koleo),
         "grad_norm": float(grad_norm),
-        "teacher_entropy": h_sample,
-        "teacher_marginal_entropy": h_mean,
-        "log_k": math.log(t.entropy_logits.shape[-1]),
-        "feature_std": feature_std,
-        "n_masked": t.n_masked,
     }
+    if t.entropy_logits is not None:  # no prototypes (feature distillation): no entropies
+        h_sample, h_mean = softmax_entropies(t.entropy_logits, sched["teacher_temp"])
+        rec["teacher_entropy"], rec["teacher_marginal_entropy"] = h_sample, h_mean
+        rec["log_k"] = math.log(t.entropy_logits.shape[-1])
+    if not isinstance(t.feature, float):
+        rec["feature_loss"] = _float(t.feature)
+    return {**rec, "feature_std": feature_std, "n_masked": t.n_masked}
+
+
+def _float(x: Tensor | float) -> float:
+    return float(x.detach()) if torch.is_tensor(x) else float(x)

@@ -94,6 +94,10 @@ StepHook = Callable[[int, dict[str, float]], None]
 """``on_step(step, record)``, called after every optimisation step (step counted from 1)."""
 
 
+# teacher-score entropies of the last step in the summary (absent without prototypes)
+ENTROPY_KEYS = ("teacher_entropy", "teacher_marginal_entropy")
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """What to train on which images, and where to write it."""
@@ -407,8 +411,8 @@ class Trainer:
             "images_per_s": self.clock.images_per_s(),
             "wall_s": float(st.wall_s),
             "n_bad_files": int(st.n_bad),
-            "teacher_entropy": float(last.get("teacher_entropy", nan)),
-            "teacher_marginal_entropy": float(last.get("teacher_marginal_entropy", nan)),
+            # absent when the target has no prototypes (feature distillation): no NaN in JSON
+            **{k: float(last[k]) for k in ENTROPY_KEYS if k in last},
             "resumed_from_step": self.resumed_from,
             "packed": self.packed,
             "device": str(self.rt.device),

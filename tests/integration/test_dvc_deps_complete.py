@@ -44,6 +44,9 @@ PLUMBING = {
     # argument parsing, logging set-up, dispatch (STAGES, modelled above), exit codes; prints
     # the stage's stats to stdout, writes no file.
     "ssl_core/cli.py": "dispatch only",
+    # a testing hook: SIGKILLs the process at a named point when SSLOPS_FAILPOINT says so, else
+    # returns; it never changes what a finished stage writes.
+    "ssl_core/utils/failpoints.py": "kills the process in crash tests, else a no-op",
     # TorchX submit / poll / cancel and the job's log streaming; the job's own process (job.py
     # and the stage module) computes the outputs.
     "ssl_core/launch/launcher.py": "submits and watches the job",

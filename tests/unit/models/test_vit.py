@@ -36,7 +36,7 @@ def test_config_rejects_bad_combos():
 
 def test_presets():
     assert list_presets() == [
-        "tiny", "tiny_student", "small", "base", "large", "giant",
+        "tiny", "tiny_student", "tiny_student_noreg", "small", "base", "large", "giant",
         "xcit_tiny", "xcit_small", "xcit_demo",
     ]  # fmt: skip
     c = get_config("small")
@@ -48,7 +48,9 @@ def test_presets():
     assert get_config("large").embed_dim == 1024 and get_config("base").num_heads == 12
     m = build_vit("tiny", num_register_tokens=4)
     assert m.config.embed_dim == 192 and m.register_tokens.shape == (1, 4, 192)
-    with pytest.raises(ValueError, match="tiny, tiny_student, small, base, large, giant"):
+    with pytest.raises(
+        ValueError, match="tiny, tiny_student, tiny_student_noreg, small, base, large, giant"
+    ):
         build_vit("huge")
     with pytest.raises(ValueError, match="unknown ViTConfig fields"):
         get_config("tiny", widht=3)
