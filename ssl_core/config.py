@@ -456,6 +456,11 @@ class EvalConfig(_Section):
     )
     temperature: float = Field(0.07, gt=0)
     batch_size: int = Field(256, gt=0)
+    checkpoints: dict[str, str] = Field(
+        default={},
+        description="more models for the report, name -> a train_teacher folder or an "
+        "official-layout backbone (.safetensors / .pth), e.g. {dinov2_s14: weights/s14.pth}",
+    )
 
 
 class Params(_Section):

@@ -16,6 +16,7 @@ import polars as pl
 
 from ssl_core.config import Params
 from ssl_core.quality.gx_adapter import Batch, SuiteResult, expectations, validate
+from ssl_core.stages.names import DISTILL_TEACHER
 
 MANIFEST_COLUMNS = [
     "path",
@@ -247,9 +248,12 @@ def _numbers(obj: Any, prefix: str = "") -> list[tuple[str, float | None]]:
 GATE_K = "20"  # the kNN k the student gate compares (the smallest k when 20 was not measured)
 
 
-def _students_vs_teacher(metrics: dict, students: list[str]) -> tuple[str, pl.DataFrame]:
-    """(k, one row per student: its kNN top-1 over the teacher's; 0 when not measured)."""
-    teacher = metrics["knn"].get("teacher", {})
+def _students_vs_teacher(
+    metrics: dict, students: list[str], reference: str
+) -> tuple[str, pl.DataFrame]:
+    """(k, one row per student: its kNN top-1 over the ``reference`` model's, the teacher it was
+    distilled from; 0 when not measured)."""
+    teacher = metrics["knn"].get(reference, {})
     k = GATE_K if GATE_K in teacher else min(teacher, key=int, default=GATE_K)
     ref = teacher.get(k, 0.0)
     rows = [
@@ -306,6 +310,8 @@ def report_suite(
     ``eval.min_student_fraction`` of the teacher's kNN top-1."""
     g = expectations()
     models = ["teacher", *(f"student_{s}" for s in params.distill.students)]
+    models += [DISTILL_TEACHER] if params.distill.teacher else []
+    models += [f"checkpoint_{n}" for n in params.eval.checkpoints]
     present = pl.DataFrame(
         {"model": models, "measured": [m in metrics.get("feature_health", {}) for m in models]}
     )
@@ -338,7 +344,9 @@ def report_suite(
             )
         )
     if metrics.get("labels"):
-        k, rows = _students_vs_teacher(metrics, models[1:])
+        students = [m for m in models if m.startswith("student_")]
+        reference = DISTILL_TEACHER if params.distill.teacher else "teacher"
+        k, rows = _students_vs_teacher(metrics, students, reference)
         batches.append(
             Batch(
                 f"students_vs_teacher_knn_k{k}",

@@ -40,6 +40,7 @@ from ssl_core.stages.cluster import ASSIGNMENTS, level_col, resolved_levels
 from ssl_core.stages.common import StageRun
 from ssl_core.stages.curate import CURATED
 from ssl_core.stages.ingest import MANIFEST
+from ssl_core.stages.names import DISTILL_TEACHER
 from ssl_core.train.teacher import build_teacher_model
 from ssl_core.utils.atomic import atomic_dir, write_json, write_text
 from ssl_core.utils.failpoints import failpoint
@@ -56,6 +57,10 @@ def _models(params: Params) -> dict:
         f"random_init_{t.preset}": BackboneEmbedder(random_vit, t.image_size, "random"),
         "teacher": make_embedder(params.paths.teacher_dir, t.image_size),
     }
+    if params.distill.teacher:  # the students' teacher is not the teacher stage's
+        models[DISTILL_TEACHER] = make_embedder(params.distill.teacher, t.image_size)
+    for name, path in params.eval.checkpoints.items():
+        models[f"checkpoint_{name}"] = make_embedder(path, t.image_size)
     for s in students_present(params):
         models[f"student_{s}"] = make_embedder(
             str(Path(params.paths.students_dir) / s), t.image_size

@@ -40,3 +40,8 @@ def canonical(command: str) -> str:
     """``raw-pool`` → ``raw_pool``: the hyphen spelling of a node name is the same command."""
     name = command.replace("-", "_")
     return name if name in STAGE_MODULES else command
+
+
+#: the report's name for the model the students were distilled from when ``distill.teacher``
+#: points elsewhere than the teacher stage's output (e.g. an official DINOv2 backbone)
+DISTILL_TEACHER = "distill_teacher"

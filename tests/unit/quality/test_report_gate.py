@@ -106,3 +106,19 @@ def test_check_stage_reads_the_files_the_report_writes(tmp_path):
     path.write_text(json.dumps({**json.loads(path.read_text()), "map": float("nan")}))
     assert not checks.run(params, "report").success
     assert not json.loads((tmp_path / "report.json").read_text())["success"]
+
+
+def test_students_are_gated_against_the_teacher_they_were_distilled_from():
+    """With ``distill.teacher`` set, the report measures that model as ``distill_teacher``
+    and the gate compares the students with it, not with the teacher stage's model."""
+    m = _metrics(student_knn=0.65)  # 93 % of the teacher stage's 0.7
+    params = _params().model_copy(
+        update={"distill": _params().distill.model_copy(update={"teacher": "w/s14.pth"})}
+    )
+    missing = report_suite(m, params, None)  # distill_teacher was not measured
+    assert ("models", "expect_column_values_to_be_in_set") in _failed(missing)
+    m["knn"]["distill_teacher"] = {"10": 0.9, "20": 0.9}  # 0.65 / 0.9 = 72 % < 80 %
+    m["feature_health"]["distill_teacher"] = m["feature_health"]["teacher"]
+    failed = _failed(report_suite(m, params, None))
+    assert {b for b, _ in failed} == {"students_vs_teacher_knn_k20"}
+    assert report_suite(m, _params(), None).success  # the teacher stage's model: 93 % passes
