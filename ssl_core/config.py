@@ -405,10 +405,12 @@ class TrainConfig(_RecipeConfig):
 
 
 class DistillConfig(_RecipeConfig):
-    """Distillation of small students from the frozen teacher (DINOv2 §5): same losses on the
-    teacher's outputs, no masking / drop-path on the teacher, EMA of the student kept as the
-    final model. Defaults that differ from :class:`TrainConfig` are listed here; the EMA
-    momentum is the student's."""
+    """Distillation of small students from the frozen teacher (DINOv2 §5): the student learns the
+    teacher's tokens and/or its prototype outputs (``target``), no masking / drop-path on the
+    teacher, EMA of the student kept as the final model. Defaults that differ from :class:`TrainConfig` are listed here. The EMA momentum
+    (``momentum_teacher``, shared default 0.9 -> 0.99) is the student's: 0.99 -> 1 left about half
+    of the exported weights at their initialisation in the demo's ~140 steps
+    (benchmarks/results/distill_targets.md)."""
 
     students: list[str] = Field(
         default=["tiny_student"], min_length=1, description="student backbone presets"
@@ -420,7 +422,7 @@ class DistillConfig(_RecipeConfig):
         "bare backbone has no prototype head, so it needs target: features)",
     )
     target: Literal["prototypes", "features", "both"] = Field(
-        "prototypes",
+        "features",
         description="what the student learns from the frozen teacher: prototypes = DINO + "
         "iBOT on the teacher head's outputs (DINOv2 §5); features = cosine regression of the "
         "teacher's CLS and patch tokens through a linear projector; both = the sum",
@@ -438,8 +440,6 @@ class DistillConfig(_RecipeConfig):
     freeze_last_layer_epochs: float = Field(0.0, ge=0, description="prototypes frozen this long")
     teacher_temp: float = Field(0.07, gt=0, description="teacher temperature at step 0")
     teacher_temp_warmup_epochs: float = Field(0.0, ge=0, description="teacher-temp warm-up")
-    momentum_teacher: float = Field(0.99, gt=0, lt=1, description="student EMA momentum, start")
-    momentum_teacher_final: float = Field(1.0, gt=0, le=1, description="student EMA momentum, end")
     mask_probability: float = Field(
         1.0, ge=0, le=1, description="share of student global crops masked (iBOT on both)"
     )

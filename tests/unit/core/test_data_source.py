@@ -83,9 +83,9 @@ def test_use_folder_keeps_comments_and_validates(tmp_path):
 @pytest.mark.parametrize(
     ("n", "levels", "target", "epochs"),
     [
-        (7438, [186, 27], 2975, (5, 3)),  # the demo: close to the measured [200, 30] / 3,000
-        (3700, [92, 13], 1480, (10, 6)),
-        (500, [12], 500, (30, 18)),
+        (7438, [186, 27], 2975, (5, 6)),  # the demo: close to the measured [200, 30] / 3,000
+        (3700, [92, 13], 1480, (10, 12)),
+        (500, [12], 500, (30, 36)),
         (1_000_000, [25000, 3571, 510, 73], 400_000, (1, 1)),
     ],
 )
