@@ -81,3 +81,19 @@ def test_dvc_plots_show_renders(project: Path):
     assert fields == {"knn_top1", "linear_cls_top1"}  # both accuracies against parameters
     out = run([dvc_bin(), "plots", "show", "-o", str(project / "html")], project)
     assert "index.html" in out and (project / "html" / "index.html").stat().st_size > 1000
+
+
+def test_dvc_metrics_diff_shows_what_changed_per_model(project: Path):
+    """Two commits, as two param settings would leave them: ``dvc metrics diff`` names the
+    student's changed kNN and leaves the unchanged models out."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "add", "-A"], cwd=project, check=True)
+    subprocess.run([*git, "commit", "-qm", "a"], cwd=project, check=True)
+    metrics = _metrics()
+    metrics["knn"]["student_tiny_student"]["20"] = 0.66  # e.g. after a distill.target change
+    write_model_metrics(metrics, project / "data" / "reports")
+    diff = json.loads(run([dvc_bin(), "metrics", "diff", "--json"], project))
+    changed = diff.get("diff", diff)  # DVC 3: {file: {metric: {old, new, diff}}}
+    student = changed["data/reports/metrics/student_tiny_student.json"]["knn_top1_k20"]
+    assert student["old"] == pytest.approx(0.43) and student["new"] == pytest.approx(0.66)
+    assert "data/reports/metrics/teacher.json" not in changed  # unchanged models stay out
