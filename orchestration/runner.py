@@ -3,10 +3,16 @@
 ``dvc`` mode runs ``dvc repro --single-item <stage>``: DVC skips an up-to-date stage, records
 hashes in ``dvc.lock``, and ``dvc status`` stays clean after a Dagster run (lock-step).
 ``cli`` mode runs ``sslops <stage>`` (no DVC needed, e.g. inside a cluster job).
+
+A GX check runs in this process instead (:func:`run_check`: the ``sslops check`` function under
+the same lock, Great Expectations imported once per process rather than once per check); in
+``dvc`` mode ``dvc commit --force check_<suite>`` then records it in ``dvc.lock`` exactly as
+``dvc repro`` would have, so DVC, Dagster and the CLI stay in lock-step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -14,6 +20,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -141,3 +148,40 @@ def dvc_lock_hashes(root: Path, dvc_stage: str) -> dict[str, str]:
         return {}
     stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
     return {o["path"]: o.get("md5", "") for o in stages.get(dvc_stage, {}).get("outs", [])}
+
+
+def lock_wait_s() -> float:
+    """The artifact-lock wait of a stage started by the runner (:func:`stage_env`)."""
+    raw = stage_env()["SSLOPS_LOCK_WAIT"].strip()
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        raise ValueError(f"SSLOPS_LOCK_WAIT={raw!r} is not a number of seconds (or inf)") from None
+
+
+def run_check(
+    root: Path, params_file: str, suite: str, record: Callable[[], None] | None = None
+) -> Any:
+    """``sslops check <suite>`` in this process: the same stage function
+    (:func:`ssl_core.stages.checks.run`) under the same artifact lock, run from ``root``.
+
+    Why in-process: importing Great Expectations costs ~8 s per interpreter (measured,
+    ``benchmarks/results/orchestration_overhead_tiny.md``); a check process paid it for every
+    check, this process pays it once. ``record`` (e.g. ``dvc commit --force check_<suite>``)
+    runs after a passing suite while the lock is still held, as ``dvc repro`` records a stage
+    only when its command succeeded. Returns the :class:`SuiteResult`; raises what the CLI
+    would turn into a non-zero exit (``ConfigError``, ``FileNotFoundError``, ``LockBusy``, …).
+    """
+    from ssl_core.config import load_params
+    from ssl_core.stages import checks
+    from ssl_core.stages.guard import command_line, stage_guard
+
+    params_path = (root / params_file).resolve()
+    argv = ["--params", str(params_path), "check", suite]
+    with contextlib.chdir(root):  # params' paths are relative to the project, like the CLI's
+        params = load_params(params_path)
+        with stage_guard(params, command_line(argv), None, lock_wait_s()):
+            result = checks.run(params, suite)
+            if result.success and record is not None:
+                record()
+    return result

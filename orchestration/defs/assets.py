@@ -117,8 +117,9 @@ def _make_asset(spec: StageSpec, partitions: dg.PartitionsDefinition | None) -> 
             context.log.info("data.source is not demo: the demo builder does not run")
             return _observe_pool(runner)
         partition = context.partition_key if spec.partitioned else None
-        runner.run(context, spec.dvc_item(partition), command(spec, partition))
+        ran = runner.run(context, spec.dvc_item(partition), command(spec, partition))
         md, version = _metadata(spec, runner, partition)
+        md["stage_ran"] = ran  # False: DVC found it up to date (its check then asks DVC too)
         return dg.MaterializeResult(metadata=md, data_version=dg.DataVersion(version))
 
     return _asset

@@ -1,5 +1,10 @@
 """Blocking GX asset checks: the same ``check_<suite>`` DVC stages / ``sslops check`` command.
 
+The suite runs in the Dagster process (``StageRunner.check``: the function ``sslops check``
+runs, under the same lock; GX is imported once per process instead of once per check), and in
+``dvc`` mode ``dvc commit --force check_<suite>`` records it in ``dvc.lock`` as ``dvc repro``
+would, so ``dvc status`` stays clean.
+
 A failing check stops downstream assets in the same run (``blocking=True``), which is why each
 check runs in the job of the asset it gates: ``gx_students`` runs in ``ssl_report``, before
 ``report`` (see ``orchestration/pipeline.py``).
@@ -21,17 +26,10 @@ def _make_check(spec: StageSpec) -> dg.AssetChecksDefinition:
         description=f"Great Expectations suite '{spec.check}' (DVC stage {spec.check_stage})",
     )
     def _check(context: dg.AssetCheckExecutionContext, runner: StageRunner) -> dg.AssetCheckResult:
-        failure = None
-        try:
-            runner.run(context, spec.check_stage, ("check", spec.check))
-        except dg.Failure as e:
-            failure = e.description
-        path = runner.root / runner.params().paths.checks_dir / f"{spec.check}.json"
-        if not path.is_file():
-            return dg.AssetCheckResult(
-                passed=False, metadata={"error": failure or "no result file"}
-            )
-        result = json.loads(path.read_text())
+        ran = _stage_ran_in_this_run(context, spec.name)
+        result, failure = runner.check(context, spec.check, spec.check_stage, ran)
+        if result is None:
+            return dg.AssetCheckResult(passed=False, metadata={"error": failure or "no result"})
         rows = [
             {
                 "batch": o["batch"],
@@ -52,6 +50,16 @@ def _make_check(spec: StageSpec) -> dg.AssetChecksDefinition:
         return dg.AssetCheckResult(passed=bool(result["success"]) and failure is None, metadata=md)
 
     return _check
+
+
+def _stage_ran_in_this_run(context: dg.AssetCheckExecutionContext, asset: str) -> bool:
+    """Whether this run's materialisation of ``asset`` ran its stage (so its check is stale
+    and ``dvc status`` can be skipped); False when the asset was not built in this run."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
+    if event is None or event.run_id != context.run.run_id or event.asset_materialization is None:
+        return False
+    ran = event.asset_materialization.metadata.get("stage_ran")
+    return bool(getattr(ran, "value", ran))
 
 
 def _table(rows: list[dict]) -> str:

@@ -9,7 +9,14 @@ from typing import Any
 
 import dagster as dg
 
-from orchestration.runner import dvc_lock_hashes, project_dir, run_streaming, stage_command
+from orchestration.runner import (
+    dvc_executable,
+    dvc_lock_hashes,
+    project_dir,
+    run_check,
+    run_streaming,
+    stage_command,
+)
 from ssl_core.launch.settings import RUN_ID_ENV
 
 
@@ -28,11 +35,19 @@ class StageRunner(dg.ConfigurableResource):
     def root(self) -> Path:
         return Path(self.project).resolve() if self.project else project_dir()
 
-    def run(self, context: Any, dvc_stage: str, cli: tuple[str, ...]) -> None:
+    def run(self, context: Any, dvc_stage: str, cli: tuple[str, ...]) -> bool:
+        """Run the stage; True if its command ran (False: DVC found it up to date)."""
         cmd = stage_command(self.mode, self.root, dvc_stage, cli, self.params_file)
         context.log.info(f"running: {' '.join(cmd)} (cwd {self.root})")
         env = {RUN_ID_ENV: context.run.run_id}  # job labels and records name the run
-        code, tail = run_streaming(cmd, self.root, context.log.info, env)
+        ran = self.mode != "dvc"
+
+        def log(line: str) -> None:
+            nonlocal ran
+            ran = ran or line.startswith("Running stage ")  # dvc repro -s: only this stage
+            context.log.info(line)
+
+        code, tail = run_streaming(cmd, self.root, log, env)
         if code != 0:
             raise dg.Failure(
                 description=f"stage {dvc_stage} failed with exit code {code}",
@@ -41,6 +56,53 @@ class StageRunner(dg.ConfigurableResource):
                     "output_tail": dg.MetadataValue.md(f"```\n{tail}\n```"),
                 },
             )
+        return ran
+
+    def check(
+        self, context: Any, suite: str, check_stage: str, stage_ran: bool = True
+    ) -> tuple[dict | None, str | None]:
+        """GX suite ``suite`` as its DVC stage ``check_stage`` would run it.
+
+        In ``dvc`` mode, when the asset's stage did not run just before (``stage_ran``
+        False), ``dvc status`` first: an up-to-date check is not rerun (its recorded result is
+        read back), as ``dvc repro`` would skip it. Otherwise the suite runs in this process
+        (:func:`orchestration.runner.run_check`) and a passing one is recorded with
+        ``dvc commit --force <check_stage>``. Returns (the result as in
+        ``<checks_dir>/<suite>.json``, or None if it could not run; an error or None).
+        """
+        if self.mode not in ("dvc", "cli"):
+            raise ValueError(f"unknown runner mode {self.mode!r}: use 'dvc' or 'cli'")
+        dvc = dvc_executable(self.root) if self.mode == "dvc" else ""
+        path = self.root / self.params().paths.checks_dir / f"{suite}.json"
+        if dvc and not stage_ran and path.is_file() and self._up_to_date(context, dvc, check_stage):
+            context.log.info(f"{check_stage} is up to date in dvc.lock: result from {path}")
+            return json.loads(path.read_text()), None
+        record = None
+        if dvc:
+            cmd = [dvc, "commit", "--force", check_stage]
+
+            def record() -> None:
+                code, tail = run_streaming(cmd, self.root, context.log.info)
+                if code != 0:
+                    raise RuntimeError(f"{' '.join(cmd)} failed with exit code {code}:\n{tail}")
+
+        context.log.info(f"running: sslops check {suite} in-process (cwd {self.root})")
+        try:
+            result = run_check(self.root, self.params_file, suite, record)
+        except Exception as e:  # what `sslops check` exits non-zero with; the check fails
+            return None, f"sslops check {suite}: {type(e).__name__}: {e}"
+        for line in result.summary().splitlines():
+            context.log.info(line)
+        if not result.success:
+            return result.to_dict(), f"GX suite '{suite}' failed (not recorded in dvc.lock)"
+        return result.to_dict(), None
+
+    def _up_to_date(self, context: Any, dvc: str, stage: str) -> bool:
+        """``dvc status <stage>`` reports nothing to do."""
+        code, tail = run_streaming([dvc, "status", "--json", stage], self.root, lambda _: None)
+        clean = code == 0 and tail.strip() == "{}"
+        context.log.info(f"dvc status {stage}: {'up to date' if clean else 'to run'}")
+        return clean
 
     def params(self):
         from ssl_core.config import load_params
