@@ -1,11 +1,14 @@
 """A persistent, sharded embedding cache keyed by (image sha256, model hash).
 
 Layout: ``<root>/<model_hash>/shard_XXXXX.npy`` (float16, (n, D)) + ``shard_XXXXX.parquet``
-(column ``sha256``, row i ↔ matrix row i), plus ``model.json`` (the model's fingerprint) and a
-``.lock`` file. Each shard file is written atomically, the ``.npy`` first and the ``.parquet``
-last, so a shard exists only once both are complete; a crash mid-run loses at most the shard
-being filled, and the next run resumes from the shards already written. An incomplete or
-inconsistent shard (orphan ``.npy``, row-count mismatch, unreadable file) is dropped on open.
+(column ``sha256``, row i ↔ matrix row i) + ``shard_XXXXX.record.json`` (size and sha256 of
+both), plus ``model.json`` (the model's fingerprint) and a ``.lock`` file. Each shard file is
+written atomically, the ``.npy`` first, the ``.parquet`` next and the record last, so a shard
+exists only once all three are complete; a crash mid-run loses at most the shard being filled,
+and the next run resumes from the shards already written. On open every shard is verified
+against its record (size, then sha256): an incomplete, truncated or altered shard (no record,
+a file missing or changed, row-count mismatch, unreadable file) is dropped with a warning naming
+it, and its images are embedded again, never read from it.
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ import polars as pl
 
 from ssl_core.curation.embed import Embedder, iter_embeddings
 from ssl_core.utils.atomic import atomic_path
+from ssl_core.utils.failpoints import failpoint
+from ssl_core.utils.hashing import record_files, verify_record
 
 log = logging.getLogger("sslops")
-_SHARD = re.compile(r"^shard_(\d{5,})\.(npy|parquet)$")
+_SHARD = re.compile(r"^shard_(\d{5,})\.(npy|parquet|record\.json)$")
 CACHE_DTYPE = np.float16
 
 
@@ -40,12 +45,30 @@ class EmbeddingCache:
         self.dim: int | None = None
         self._index: dict[str, tuple[int, int]] = {}
         self._shards: list[int] = []
+        self._verified: dict[int, tuple] = {}  # shard → file stats when last verified
         self._scan()
 
     # -- reading -------------------------------------------------------------------------------
     def _paths(self, shard: int) -> tuple[Path, Path]:
         stem = self.dir / f"shard_{shard:05d}"
         return stem.with_suffix(".npy"), stem.with_suffix(".parquet")
+
+    def _record(self, shard: int) -> Path:
+        return self.dir / f"shard_{shard:05d}.record.json"
+
+    def _verify(self, shard: int) -> None:
+        """Raise ValueError unless the shard's files match its size+hash record (hashed once
+        per process while their size and mtime stay the same)."""
+        files = (*self._paths(shard), self._record(shard))
+        stats = tuple(
+            (p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else None for p in files
+        )
+        if self._verified.get(shard) == stats:
+            return
+        problem = verify_record(self._record(shard))
+        if problem is not None:
+            raise ValueError(problem)
+        self._verified[shard] = stats
 
     def _scan(self) -> None:
         """(Re)build the sha → (shard, row) index from the complete shards on disk."""
@@ -58,6 +81,7 @@ class EmbeddingCache:
             try:
                 if not pq.is_file():
                     raise ValueError("no .parquet (interrupted before the shard was complete)")
+                self._verify(k)
                 shas = pl.read_parquet(pq, columns=["sha256"])["sha256"].to_list()
                 arr = np.load(npy, mmap_mode="r")
                 if arr.ndim != 2 or arr.shape[0] != len(shas):
@@ -65,9 +89,14 @@ class EmbeddingCache:
                 if self.dim is not None and arr.shape[1] != self.dim:
                     raise ValueError(f"dimension {arr.shape[1]} != {self.dim} of earlier shards")
             except (OSError, ValueError, pl.exceptions.PolarsError) as e:
-                log.warning("embedding cache %s: dropping incomplete shard %d: %s", self.dir, k, e)
-                npy.unlink(missing_ok=True)
-                pq.unlink(missing_ok=True)
+                log.warning(
+                    "embedding cache: dropping shard %s (its images are embedded again): %s",
+                    npy.with_suffix(""),
+                    e,
+                )
+                for path in (npy, pq, self._record(k)):
+                    path.unlink(missing_ok=True)
+                self._verified.pop(k, None)
                 continue
             self.dim = int(arr.shape[1])
             self._shards.append(k)
@@ -116,8 +145,11 @@ class EmbeddingCache:
         npy, pq = self._paths(k)
         with atomic_path(npy) as tmp, open(tmp, "wb") as f:
             np.save(f, half)
+        failpoint("embed.shard_half_written")
         with atomic_path(pq) as tmp:
             pl.DataFrame({"sha256": list(shas)}, schema={"sha256": pl.String}).write_parquet(tmp)
+        record_files(self._record(k), [npy, pq])  # last: the shard is complete
+        failpoint("embed.shard_written")
         self.dim = int(emb.shape[1])
         self._shards.append(k)
         for row, sha in enumerate(shas):
@@ -188,6 +220,7 @@ def embed_with_cache(
 
     if todo:
         for idx, e in iter_embeddings(root, todo_paths, embedder, batch_size, progress, desc):
+            failpoint("embed.batch")
             buf.append(e)
             buf_shas.extend(todo_shas[i] for i in idx)
             n_buf += len(idx)

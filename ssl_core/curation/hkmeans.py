@@ -15,7 +15,11 @@ the reference does) unless ``resample_init="warm"`` (start from the current cent
 
 Finished levels are checkpointed (``.npy``, atomic write) under ``checkpoint_dir`` keyed by a
 hash of the data and of the configuration of that level and the ones below it, so a re-run
-with the same inputs resumes, and a run that only changes upper levels reuses lower ones.
+with the same inputs resumes, and a run that only changes upper levels reuses lower ones. A
+level's three files are followed by a record of their sizes and sha256
+(``level<l>_<hash>.record.json``); a level is resumed only when its files match the record,
+otherwise (a crash before the record, a truncated or altered file) it is logged, deleted and
+computed again.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ import numpy as np
 
 from ssl_core.curation.kmeans import assign, kmeans_with_distances
 from ssl_core.utils.atomic import umask_mode
+from ssl_core.utils.failpoints import failpoint
+from ssl_core.utils.hashing import record_files, verify_record
 
 __all__ = ["HKMeansResult", "hierarchical_kmeans", "point_cluster_ids", "closest_per_cluster"]
 
@@ -114,6 +120,37 @@ def _atomic_save(path: Path, arr: np.ndarray) -> None:
         raise
 
 
+_ARRAYS = ("centroids", "assignments", "distances")
+
+
+def _load_level(ckpt: Path, stem: str) -> tuple[np.ndarray, ...] | None:
+    """A checkpointed level's arrays when its files match their size+hash record; else None,
+    after deleting whatever of the level is there (logged when some of it was)."""
+    files = [ckpt / f"{stem}_{a}.npy" for a in _ARRAYS]
+    record = ckpt / f"{stem}.record.json"
+    if not any(f.exists() for f in [*files, record]):
+        return None
+    problem = verify_record(record)
+    if problem is None:
+        try:
+            return tuple(np.load(f) for f in files)
+        except (OSError, ValueError) as e:
+            problem = f"unreadable: {e}"
+    log.warning("hkmeans checkpoint %s/%s: %s; computing the level again", ckpt, stem, problem)
+    for f in [*files, record]:
+        f.unlink(missing_ok=True)
+    return None
+
+
+def _save_level(ckpt: Path, stem: str, arrays: tuple[np.ndarray, ...]) -> None:
+    """The level's arrays, then their size+hash record (last: the level is complete)."""
+    files = [ckpt / f"{stem}_{a}.npy" for a in _ARRAYS]
+    for f, arr in zip(files, arrays, strict=True):
+        _atomic_save(f, arr)
+    record_files(ckpt / f"{stem}.record.json", files)
+    failpoint("kmeans.level_saved")
+
+
 def _per_level(v: int | float | Sequence, n_levels: int, name: str) -> list:
     if isinstance(v, int | float):
         return [v] * n_levels
@@ -142,6 +179,7 @@ def _cluster_level(
     c, lab, dist = kmeans_with_distances(x, k, n_iter=n_iter, seed=seeds[0], init=init,
                                          spherical=spherical, kpp_sample=kpp_sample,
                                          max_points_per_centroid=max_ppc, tol=tol)  # fmt: skip
+    failpoint("kmeans.in_level")
     xa = x if not spherical else x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     if sample_size > 1:
         for r in range(n_resampling):
@@ -217,11 +255,10 @@ def hierarchical_kmeans(
     cur = x
     for lvl, k in enumerate(levels):
         h = _hash([common, levels[: lvl + 1], steps[: lvl + 1], ratios[: lvl + 1]])
-        names = {a: f"level{lvl}_{h}_{a}.npy" for a in ("centroids", "assignments", "distances")}
-        if ckpt is not None and all((ckpt / f).exists() for f in names.values()):
-            c, lab, dist = (
-                np.load(ckpt / names[a]) for a in ("centroids", "assignments", "distances")
-            )
+        stem = f"level{lvl}_{h}"
+        loaded = _load_level(ckpt, stem) if ckpt is not None else None
+        if loaded is not None:
+            c, lab, dist = loaded
             res.resumed_levels.append(lvl)
             if progress:
                 log.info("hkmeans level %d (k=%d): resumed from %s", lvl, k, ckpt)
@@ -233,8 +270,7 @@ def hierarchical_kmeans(
                                           resample_init, spherical, kpp_sample,
                                           max_points_per_centroid, tol)  # fmt: skip
             if ckpt is not None:
-                for a, arr in (("centroids", c), ("assignments", lab), ("distances", dist)):
-                    _atomic_save(ckpt / names[a], arr)
+                _save_level(ckpt, stem, (c, lab, dist))
             if progress:
                 log.info("hkmeans level %d: %d -> %d clusters, R=%d, sample=%d, empty=%d",
                          lvl, n, k, steps[lvl], s, k - len(np.unique(lab)))  # fmt: skip

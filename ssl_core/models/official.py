@@ -25,14 +25,15 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from ssl_core.models.mlp import swiglu_hidden_dim
 from ssl_core.models.presets import Backbone, BackboneConfig, build_from_config, config_from_dict
 from ssl_core.models.vit import VisionTransformer, ViTConfig
 from ssl_core.models.xcit import XCiT
-from ssl_core.utils.atomic import atomic_path
+from ssl_core.utils.atomic import write_bytes
 
 HEAD_DIM = 64
 """Official DINOv2 head width: heads = width / 64."""
@@ -301,8 +302,32 @@ def save_backbone(model: nn.Module, path: str | Path) -> Path:
         The written path.
     """
     vit = _find_vit(model)
-    path = Path(path)
     meta = {"format": "pt", CONFIG_METADATA_KEY: json.dumps(vit.config.to_dict())}
-    with atomic_path(path) as tmp:
-        save_file(export_state_dict(vit), str(tmp), metadata=meta)
+    return save_safetensors(export_state_dict(vit), path, meta)
+
+
+def deterministic_safetensors(tensors: dict[str, Tensor], metadata: dict[str, str]) -> bytes:
+    """The bytes of a safetensors file, identical for equal tensors and metadata.
+
+    ``safetensors`` (0.8) writes the ``__metadata__`` map of the JSON header in a random
+    (hash) order, so two saves of the same model differ in bytes. The header is re-encoded
+    here with every key sorted, then re-padded with spaces to a multiple of 8 bytes, as the
+    format (u64 little-endian header length, JSON header, tensor data) allows; the tensor data
+    and its offsets are safetensors' own.
+    """
+    raw = safetensors_bytes(tensors, metadata=metadata)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + raw[8 + n :]
+
+
+def save_safetensors(
+    tensors: dict[str, Tensor], path: str | Path, metadata: dict[str, str]
+) -> Path:
+    """Atomically write ``tensors`` with ``metadata`` as a byte-deterministic safetensors file
+    (:func:`deterministic_safetensors`); returns ``path``."""
+    path = Path(path)
+    write_bytes(path, deterministic_safetensors(tensors, metadata))
     return path

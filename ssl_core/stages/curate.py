@@ -13,6 +13,7 @@ from ssl_core.curation.sampling import balanced_sample, find_cap
 from ssl_core.stages.cluster import ASSIGNMENTS, level_col, resolved_levels
 from ssl_core.stages.common import StageRun
 from ssl_core.utils.atomic import atomic_dir
+from ssl_core.utils.failpoints import failpoint
 
 CURATED = "curated_manifest.parquet"
 
@@ -63,4 +64,5 @@ def run(params: Params, progress: bool = True) -> dict:
     with atomic_dir(params.paths.curated_dir) as tmp:
         curated.write_parquet(tmp / CURATED)
         st.lineage(tmp, {"assignments": cdir / ASSIGNMENTS}, stats)
+        failpoint("curate.before_swap")
     return stats

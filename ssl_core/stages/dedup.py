@@ -17,6 +17,7 @@ from ssl_core.data.eval_set import load_eval_set, training_candidates
 from ssl_core.stages.common import StageRun
 from ssl_core.stages.ingest import MANIFEST
 from ssl_core.utils.atomic import atomic_dir
+from ssl_core.utils.failpoints import failpoint
 
 REMOVED_SCHEMA = {
     "path": pl.String,
@@ -46,6 +47,7 @@ def run(params: Params, progress: bool = True) -> dict:
         pl.lit(1.0).alias("similarity"),
     )
     near = near_duplicates(pool, cfg.near_dup_threshold, k=cfg.k)
+    failpoint("dedup.near_done")
     paths = ids["path"].to_numpy()
     removed_near = ids.filter(pl.Series(~near.keep)).select(
         "path",
@@ -100,4 +102,5 @@ def run(params: Params, progress: bool = True) -> dict:
             },
             stats,
         )
+        failpoint("dedup.before_swap")
     return stats

@@ -14,7 +14,11 @@ dicts, so it loads with ``torch.load(weights_only=True)`` (no arbitrary unpickli
 * ``config``: the JSON of the run's config, to refuse resuming a different run.
 
 Writes go to a temporary sibling and are renamed into place (``os.replace``), so a kill during a
-write leaves the previous checkpoint intact.
+write leaves the previous checkpoint intact. Next to it, ``<name>.record.json`` holds its size
+and sha256: written just before the rename listing both the new and the previous file (either
+may be on disk if the process dies between the two renames), and again after it with the new
+one only. :func:`verify_checkpoint` checks a checkpoint against it before a resume; a
+checkpoint that does not match (truncated, altered, or without a record) is not resumed from.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch
 
 from ssl_core.models.official import CheckpointError, safe_torch_load
 from ssl_core.utils.atomic import atomic_path
+from ssl_core.utils.hashing import Digest, file_digest, verify_record, write_record
 
 __all__ = [
     "RESUME_PARTS",
@@ -39,6 +44,7 @@ __all__ = [
     "restore_run",
     "save_checkpoint",
     "set_rng_state",
+    "verify_checkpoint",
 ]
 
 FORMAT_VERSION = 1
@@ -93,9 +99,34 @@ def save_checkpoint(path: str | Path, parts: dict[str, Any]) -> Path:
     """
     path = Path(path)
     payload = {"format_version": FORMAT_VERSION, **parts}
+    record = record_path(path)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+        new = file_digest(tmp)
+        # before the rename: the file on disk may be the previous one or this one
+        write_record(record, {path.name: [new, *_recorded(record, path.name)[:2]]})
+    write_record(record, {path.name: new})
     return path
+
+
+def record_path(path: str | Path) -> Path:
+    """The size+hash record of checkpoint ``path``: ``<name>.record.json`` next to it."""
+    path = Path(path)
+    return path.with_name(path.name + ".record.json")
+
+
+def _recorded(record: Path, name: str) -> list[Digest]:
+    """The digests ``record`` lists for ``name`` ([] when there is no readable record)."""
+    try:
+        return list(json.loads(record.read_text())["files"][name])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def verify_checkpoint(path: str | Path) -> str | None:
+    """None when ``path`` matches the size and sha256 recorded when it was written; otherwise
+    why not (no record, truncated, altered): such a checkpoint must not be resumed from."""
+    return verify_record(record_path(path))
 
 
 def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 
 from ssl_core.data.dataset import ImageDataset
 from ssl_core.data.normalize import normalize
+from ssl_core.models.official import save_safetensors
 from ssl_core.train.ssl_model import SSLNet
 from ssl_core.utils.atomic import atomic_path
 
@@ -35,18 +35,21 @@ def save_head(net: SSLNet, path: Path) -> Path:
     """Write the head tensors with their settings as metadata (atomically)."""
     meta = {"format": "pt", HEAD_METADATA_KEY: json.dumps(net.head_config)}
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.heads_state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-    return path
+    return save_safetensors(tensors, path, meta)
 
 
 def rewrite_metrics(path: Path, upto_step: int) -> None:
-    """Drop metric lines past the checkpoint step (they will be produced again)."""
+    """Drop metric lines past the checkpoint step (they will be produced again), and a last
+    line cut short by a kill during its append (it is not JSON)."""
     if not path.exists():
         return
-    keep = [
-        ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= upto_step
-    ]
+    keep = []
+    for ln in path.read_text().splitlines():
+        try:
+            if ln and json.loads(ln)["step"] <= upto_step:
+                keep.append(ln)
+        except (ValueError, KeyError, TypeError):
+            continue  # torn line (only the last can be: lines are appended one at a time)
     with atomic_path(path) as tmp:
         tmp.write_text("".join(ln + "\n" for ln in keep))
 

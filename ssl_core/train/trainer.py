@@ -21,7 +21,9 @@ It writes into ``out_dir``:
 * ``summary.json`` — ``final_loss``, ``feature_std``, ``knn_top1``, ``chance``, ``steps``,
   ``images_per_s``, ``wall_s`` and more;
 * ``checkpoint.pt`` — named parts (model, losses, optimizer, train_state, rng, config) every
-  ``checkpoint_every`` steps and at the end (resume is bit-exact on CPU).
+  ``checkpoint_every`` steps and at the end (resume is bit-exact on CPU), with
+  ``checkpoint.pt.record.json`` (its size and sha256): a checkpoint that does not match its
+  record is deleted with a warning and the run starts over instead of resuming from it.
 
 Single process, or under ``torchrun`` (``RANK``/``WORLD_SIZE`` set): DDP over the student, or
 FSDP for big presets (:mod:`ssl_core.train.fsdp`), gloo on CPU, nccl on CUDA; each rank reads its
@@ -52,7 +54,13 @@ from ssl_core.data.augment import MultiCropAugmentation, MultiCropConfig
 from ssl_core.data.dataset import ImageDataset, collate_skip_bad
 from ssl_core.models.official import save_backbone
 from ssl_core.models.param_groups import param_groups
-from ssl_core.train.checkpoint import get_rng_state, restore_run, save_checkpoint
+from ssl_core.train.checkpoint import (
+    get_rng_state,
+    record_path,
+    restore_run,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from ssl_core.train.collapse import CollapseError, CollapseMonitor
 from ssl_core.train.fsdp import resolve_parallelism
 from ssl_core.train.metrics_log import MetricsLog, Throughput
@@ -72,6 +80,7 @@ from ssl_core.train.ssl_model import SSLModel, SSLNet
 from ssl_core.train.step import Losses, resolve_packed, train_step
 from ssl_core.train.train_state import TrainState
 from ssl_core.utils.atomic import write_json
+from ssl_core.utils.failpoints import failpoint
 from ssl_core.utils.progress import progress_bar
 
 __all__ = [
@@ -160,6 +169,9 @@ class Trainer:
         cfg, model, device = spec.cfg, spec.model, rt.device
         self.out_dir = Path(spec.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if rt.is_main:  # temporaries of a killed run (this stage holds the run lock)
+            for stale in self.out_dir.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
         model.to(device).train()
         n_params = sum(p.numel() for p in model.student.parameters())
         self.parallelism = resolve_parallelism(cfg.distributed, rt.world, n_params)
@@ -190,9 +202,11 @@ class Trainer:
         self.cfg_json = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
 
         self.state = TrainState()
+        self._window: list[dict[str, float]] = []  # metrics steps not logged at the checkpoint
         self.resumed_from = self._restore() if opts.resume else None
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl", rt.is_main)
         self.metrics.start(self.resumed_from)
+        self.metrics.window = self._window
         self.student = self._wrap_student()
         self.clock = Throughput(self.state.wall_s)
         self.bar = progress_bar(
@@ -209,12 +223,20 @@ class Trainer:
         ckpt_path = self.out_dir / CHECKPOINT
         if not ckpt_path.exists():
             return None
+        problem = verify_checkpoint(ckpt_path)
+        if problem is not None:
+            log.warning("%s not resumed from (%s): deleted, starting over", ckpt_path, problem)
+            if self.rt.is_main:
+                ckpt_path.unlink(missing_ok=True)
+                record_path(ckpt_path).unlink(missing_ok=True)
+            return None
         train_state = restore_run(
             ckpt_path, self.cfg_json, self.tensors, self.optimizer, self.losses, self.parallelism
         )
         if train_state is None:  # another recipe: start from scratch
             return None
         self.state = TrainState.from_state_dict(train_state)
+        self._window = list(train_state.get("metrics_window", []))
         log.info("resumed from %s at step %d", ckpt_path, self.state.step)
         return self.state.step
 
@@ -242,7 +264,12 @@ class Trainer:
                     "losses": self.losses.state_dict(),
                     "optimizer": optim_sd,
                     "optimizer_format": self.tensors.optimizer_format,
-                    "train_state": self.state.state_dict(),
+                    # with the steps of the metrics line being averaged: the resumed run
+                    # writes the same line as an uninterrupted one
+                    "train_state": {
+                        **self.state.state_dict(),
+                        "metrics_window": list(self.metrics.window),
+                    },
                     "rng": get_rng_state(),
                     "config": self.cfg_json,
                 },
@@ -347,9 +374,11 @@ class Trainer:
             self._probe_curve(probe)
         if self.opts.on_step is not None:
             self.opts.on_step(st.step, rec)
+        failpoint("train.step")
         if st.step % cfg.checkpoint_every == 0 and not last:
             st.wall_s = self.clock.wall_s()
             self.checkpoint()
+            failpoint("train.after_checkpoint")
 
     def _probe_curve(self, probe: Callable[[nn.Module], float]) -> None:
         """A point of the kNN curve; the probe draws no random numbers, so resume stays exact."""
@@ -388,6 +417,7 @@ class Trainer:
         knn = float(probe(ema.backbone.eval())) if probe is not None else None
         ema.backbone.train(False)
         save_backbone(ema.backbone, out / MODEL)
+        failpoint("train.mid_outputs")
         save_head(ema, out / HEAD)
         write_json(
             out / "config.json",

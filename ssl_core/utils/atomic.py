@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ssl_core.utils.failpoints import failpoint
+
 #: modes of a new file / folder before the umask is applied (what open() and mkdir() ask for)
 FILE_MODE, DIR_MODE = 0o666, 0o777
 _UMASK_LOCK = threading.Lock()
@@ -58,6 +60,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, umask_mode())  # mkstemp made it 0600
+        failpoint("atomic.before_replace")
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -90,6 +93,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, umask_mode(directory=True))  # mkdtemp made it 0700
+        failpoint("atomic.dir_before_replace")
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old")

@@ -1,10 +1,12 @@
 """Failpoints: a testing hook that SIGKILLs the process at a named place in the code.
 
-Set ``SSLOPS_FAILPOINT=<name>[:<n>][@<rank>]`` in a process's environment and the ``n``-th
-call (default: the first) of ``failpoint("<name>")`` in that process sends it ``SIGKILL``:
-no ``finally`` block, no atomic-write clean-up, no flush runs, exactly as a ``kill -9`` or
-an OOM kill at that instant would. ``@<rank>``: only the process whose ``RANK`` environment
-variable (set by ``torchrun``) equals ``<rank>`` dies, e.g. one worker of a training job.
+Set ``SSLOPS_FAILPOINT=<name>[:<n>][@<rank>|@job]`` in a process's environment and the
+``n``-th call (default: the first) of ``failpoint("<name>")`` in that process sends it
+``SIGKILL``: no ``finally`` block, no atomic-write clean-up, no flush runs, exactly as a
+``kill -9`` or an OOM kill at that instant would. ``@<rank>``: only the process whose ``RANK``
+environment variable (set by ``torchrun``) equals ``<rank>`` dies, e.g. one worker of a
+training job; ``@job``: only a stage's job process (it has ``SSLOPS_JOB_ID``), not the stage
+command that submitted it (both pass e.g. ``atomic.before_replace``).
 Examples: ``SSLOPS_FAILPOINT=embed.shard_written:2`` (after the second embedding shard is
 complete), ``SSLOPS_FAILPOINT=train.after_checkpoint@1`` (rank 1, after the first checkpoint).
 
@@ -45,7 +47,8 @@ NAMES = {
     "report.partial": "metrics.json and plots written, report.md and report.html not yet",
 }
 
-_SPEC = re.compile(r"^(?P<name>[\w.\-]+)(?::(?P<hit>\d+))?(?:@(?P<rank>\d+))?$")
+_SPEC = re.compile(r"^(?P<name>[\w.\-]+)(?::(?P<hit>\d+))?(?:@(?P<where>\d+|job))?$")
+_JOB_ENV = "SSLOPS_JOB_ID"  # ssl_core.lineage.JOB_ID_ENV: set in every stage job's environment
 
 
 def _parse(value: str | None) -> tuple[str, int] | None:
@@ -54,10 +57,13 @@ def _parse(value: str | None) -> tuple[str, int] | None:
         return None
     m = _SPEC.match(value.strip())
     if m is None:
-        sys.exit(f"{ENV}={value!r}: expected <name>[:<n-th hit>][@<rank>], e.g. embed.batch:2")
+        sys.exit(f"{ENV}={value!r}: expected <name>[:<n-th hit>][@<rank>|@job], e.g. embed.batch:2")
     if m["name"] not in NAMES:
         sys.exit(f"{ENV}={value!r}: unknown failpoint; known: {', '.join(sorted(NAMES))}")
-    if m["rank"] is not None and os.environ.get("RANK", "0") != m["rank"]:
+    where = m["where"]
+    if where == "job" and not os.environ.get(_JOB_ENV):
+        return None
+    if where not in (None, "job") and os.environ.get("RANK", "0") != where:
         return None
     return m["name"], int(m["hit"] or 1)
 

@@ -208,3 +208,34 @@ def test_bootstrap_embedder_tells_images_apart():
         x[i, 0, i : i + 8, 4:24] = 1.0
     feats = make_embedder("bootstrap", 28)(x)
     assert float(feats.std(dim=0).mean()) > 1e-4
+
+
+def _flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01  # a float16 of the matrix / a byte of the parquet footer
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: _flip(d / "shard_00001.npy"),
+        lambda d: (d / "shard_00001.npy").write_bytes((d / "shard_00001.npy").read_bytes()[:-64]),
+        lambda d: _flip(d / "shard_00001.parquet"),
+        lambda d: (d / "shard_00001.record.json").unlink(),  # killed before the record
+    ],
+    ids=["npy_flipped_byte", "npy_truncated", "parquet_flipped_byte", "no_record"],
+)
+def test_damaged_shard_is_embedded_again(tmp_path, digits_pool, eval_dir, caplog, damage):
+    p = _params(tmp_path, digits_pool, eval_dir)
+    s1, reference = _run(p)
+    cdir = tmp_path / "run" / ".cache" / "embeddings" / s1["model_hash"]
+    assert len(list(cdir.glob("shard_*.record.json"))) == s1["shards"]
+    damage(cdir)
+    with caplog.at_level("WARNING", logger="sslops"):
+        s2, out = _run(p)
+    assert "dropping shard" in caplog.text and "shard_00001" in caplog.text
+    assert s2["newly_embedded"] == 16 and s2["cached"] == 70 - 16  # only that shard, again
+    _same(out, reference)
+    s3, _ = _run(p)  # the re-embedded shard is verified and reused from now on
+    assert s3["newly_embedded"] == 0

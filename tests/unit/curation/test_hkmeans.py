@@ -102,3 +102,44 @@ def test_resampling_spreads_centroids_over_zipf_mixture():
     cells10, covered10 = run(10)
     assert cells10 >= cells0 + 5  # measured 76 -> 86 grid cells own a centroid
     assert covered10 > covered0  # measured 93 -> 98 of 100 components in the sample
+
+
+def _flip_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # inside the array data: np.load still reads it
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _flip_byte,
+        lambda p: p.write_bytes(p.read_bytes()[:-8]),  # truncated
+        lambda p: p.with_name(p.name.split("_centroids")[0] + ".record.json").unlink(),
+    ],
+    ids=["flipped_byte", "truncated", "no_record"],
+)
+def test_damaged_level_checkpoint_is_recomputed(data, tmp_path, monkeypatch, caplog, damage):
+    x, _ = data
+    kw = dict(n_iter=8, n_resampling_steps=1, seed=1, checkpoint_dir=tmp_path)
+    first = hierarchical_kmeans(x, (40, 8), **kw)
+    assert len(list(tmp_path.glob("*.record.json"))) == 2
+    level0 = next(tmp_path.glob("level0_*_centroids.npy"))
+    damage(level0)
+    calls = []
+    real = hk._cluster_level
+    monkeypatch.setattr(hk, "_cluster_level", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    with caplog.at_level("WARNING", logger=hk.log.name):
+        again = hierarchical_kmeans(x, (40, 8), **kw)
+    assert calls == [40] and again.resumed_levels == [1]  # level 0 computed again, not read
+    assert (
+        level0.name.split("_centroids")[0] in caplog.text
+        and "computing the level again" in caplog.text
+    )
+    for a, b in zip(
+        first.centroids + first.assignments, again.centroids + again.assignments, strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    calls.clear()
+    hierarchical_kmeans(x, (40, 8), **kw)  # the recomputed level was recorded again
+    assert calls == []

@@ -16,6 +16,7 @@ from ssl_core.models.official import (
     save_backbone,
 )
 from ssl_core.models.vit import VisionTransformer, ViTConfig
+from ssl_core.utils.atomic import atomic_path
 
 
 def _randomize(m: VisionTransformer, seed: int = 0) -> VisionTransformer:
@@ -108,10 +109,12 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
     save_backbone(_model(), target)
     before = target.read_bytes()
 
-    def boom(*a, **k):
-        raise OSError("disk full")
+    def torn(path, data):  # the disk fills up halfway through the write
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data[: len(data) // 2])
+            raise OSError("disk full")
 
-    monkeypatch.setattr("ssl_core.models.official.save_file", boom)
+    monkeypatch.setattr("ssl_core.models.official.write_bytes", torn)
     with pytest.raises(OSError):
         save_backbone(_model(depth=1), target)
     assert target.read_bytes() == before and os.listdir(tmp_path) == ["b.safetensors"]
@@ -217,3 +220,40 @@ def test_infer_config_of_tiny_preset_export():
     c = infer_config(export_state_dict(m))
     assert (c.embed_dim, c.depth, c.num_heads, c.patch_size, c.img_size) == (192, 6, 3, 4, 32)
     assert c.num_register_tokens == 4
+
+
+def test_safetensors_bytes_are_deterministic(tmp_path):
+    """safetensors 0.8 writes its metadata map in a random order; ours sorts the header, so
+    equal tensors + metadata give equal bytes (checked across interpreters: the order is a
+    per-process hash seed), and safetensors' own loader reads the file back."""
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    code = (
+        "import sys, torch\n"
+        "from ssl_core.models.official import save_safetensors\n"
+        "t = {'w': torch.arange(6.).reshape(2, 3), 'b': torch.ones(3, dtype=torch.float16),"
+        " 'n': torch.arange(4)}\n"
+        "m = {'format': 'pt', **{f'k{i}': str(i) for i in range(12)}}\n"
+        "save_safetensors(t, sys.argv[1], m)\n"
+    )
+    files = [tmp_path / f"{i}.safetensors" for i in range(4)]
+    for f in files:
+        subprocess.run([sys.executable, "-c", code, str(f)], check=True)
+    assert len({f.read_bytes() for f in files}) == 1
+    back = load_file(files[0])
+    assert (
+        torch.equal(back["w"], torch.arange(6.0).reshape(2, 3)) and back["n"].dtype == torch.int64
+    )
+    with safe_open(str(files[0]), framework="pt") as f:
+        assert f.metadata() == {"format": "pt", **{f"k{i}": str(i) for i in range(12)}}
+    # the backbone export: two saves of the same model, same bytes, same tensors on load
+    m = _model()
+    save_backbone(m, tmp_path / "a.safetensors")
+    save_backbone(m, tmp_path / "b.safetensors")
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    loaded = load_backbone(tmp_path / "a.safetensors")
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in m.state_dict().items())

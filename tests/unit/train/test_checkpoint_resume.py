@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ssl_core.train.checkpoint import load_checkpoint, save_checkpoint
+from ssl_core.train.checkpoint import load_checkpoint, save_checkpoint, verify_checkpoint
 from ssl_core.train.teacher import train_teacher
 
 
@@ -95,7 +95,9 @@ def test_checkpoint_is_weights_only_and_atomic(tmp_path):
     }
     save_checkpoint(path, parts)
     save_checkpoint(path, {**parts, "train_state": {"step": 4}})
-    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temp files left
+    # no temp files left; the size+hash record is the new file's only
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt", "c.pt.record.json"]
+    assert verify_checkpoint(path) is None
     assert load_checkpoint(path)["train_state"]["step"] == 4
 
     class Evil:
@@ -105,3 +107,50 @@ def test_checkpoint_is_weights_only_and_atomic(tmp_path):
     torch.save({"format_version": 1, "x": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
         load_checkpoint(tmp_path / "evil.pt")
+
+
+@pytest.mark.parametrize("damage", ["flipped_byte", "truncated", "no_record"])
+def test_damaged_checkpoint_is_not_resumed_from(
+    image_pool, tmp_path, tiny_train_cfg, caplog, damage
+):
+    """A checkpoint that does not match its size+hash record is deleted with a warning naming
+    it, and the run starts over: same weights as an uninterrupted run, never a resume."""
+    root, paths = image_pool
+    cfg = tiny_train_cfg(epochs=1, batch_size=16, checkpoint_every=1, max_steps=3)
+    full = train_teacher(cfg, root, paths, tmp_path / "full", progress=False)
+    out = tmp_path / "cut"
+    with pytest.raises(Killed):
+        train_teacher(cfg, root, paths, out, progress=False, on_step=_kill_at(2))
+    ck = out / "checkpoint.pt"
+    data = bytearray(ck.read_bytes())
+    if damage == "flipped_byte":
+        data[len(data) // 2] ^= 0x01
+        ck.write_bytes(bytes(data))
+    elif damage == "truncated":
+        ck.write_bytes(bytes(data[:-100]))
+    else:
+        (out / "checkpoint.pt.record.json").unlink()
+    with caplog.at_level("WARNING", logger="sslops.train"):
+        s = train_teacher(cfg, root, paths, out, progress=False)
+    assert f"{ck} not resumed from" in caplog.text
+    assert s["resumed_from_step"] is None and s["steps"] == 3
+    assert s["weights_sha256"] == full["weights_sha256"]
+    assert verify_checkpoint(ck) is None  # the new run's checkpoint, recorded
+
+
+def test_resume_inside_a_metrics_window_writes_the_same_lines(image_pool, tmp_path, tiny_train_cfg):
+    """Lines average ``log_every`` steps; a checkpoint inside a window (step 4 of 4..6) carries
+    the window's steps, so the resumed run writes the same line 6. A line torn by the kill
+    (half written) is dropped, not read."""
+    root, paths = image_pool
+    cfg = tiny_train_cfg(checkpoint_every=2, log_every=3)
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    train_teacher(cfg, root, paths, full, progress=False)
+    with pytest.raises(Killed):
+        train_teacher(cfg, root, paths, cut, progress=False, on_step=_kill_at(5))
+    with (cut / "metrics.jsonl").open("a") as f:
+        f.write('{"loss": 1.0, "st')  # a kill in the middle of an append
+    s = train_teacher(cfg, root, paths, cut, progress=False)
+    assert s["resumed_from_step"] == 4
+    assert _metrics(full / "metrics.jsonl") == _metrics(cut / "metrics.jsonl")
+    assert [m["step"] for m in _metrics(cut / "metrics.jsonl")] == [3, 6, 8]

@@ -12,9 +12,10 @@ from safetensors.torch import save_file
 
 from ssl_core.models.official import CheckpointError, load_backbone, save_backbone
 from ssl_core.models.presets import build_backbone
-from ssl_core.train.checkpoint import load_checkpoint, save_checkpoint
+from ssl_core.train.checkpoint import load_checkpoint, record_path, save_checkpoint
 from ssl_core.train.distill import load_teacher
 from ssl_core.train.teacher import train_teacher
+from ssl_core.utils.hashing import record_files
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -118,16 +119,21 @@ def test_resume_from_damaged_checkpoint_is_a_clear_error(image_pool, tmp_path, t
     bad = dict(ck)
     key = next(k for k, v in ck["model"].items() if v.ndim == 2)
     bad["model"] = {**ck["model"], key: torch.zeros(3, 5)}
+    # each file below is recorded as written (so it passes the size+hash check and reaches
+    # the loader): a checkpoint that is intact but from other code or damaged before saving
     torch.save(bad, ck_path)
+    record_files(record_path(ck_path), [ck_path])
     with pytest.raises(CheckpointError, match="does not fit this run's model") as e:
         train_teacher(cfg, root, paths[:32], out, progress=False)
     assert key in str(e.value) and "torch.Size([3, 5])" in str(e.value)
 
     ck_path.write_bytes(b"PK\x03\x04 cut short")
+    record_files(record_path(ck_path), [ck_path])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         train_teacher(cfg, root, paths[:32], out, progress=False)
 
     torch.save({k: v for k, v in ck.items() if k != "optimizer"}, ck_path)
+    record_files(record_path(ck_path), [ck_path])
     with pytest.raises(CheckpointError, match=r"lacks part\(s\) \['optimizer'\]"):
         train_teacher(cfg, root, paths[:32], out, progress=False)
 
