@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
+from ssl_core.eval.provenance import PROVENANCE_HEADER, provenance_rows
 from ssl_core.eval.report_md import NO_LABELS, TWIN_HEADER, twin_rows
 
 # The plots the evaluate stage writes, in page order, with their captions.
@@ -337,6 +338,13 @@ def _health(metrics: dict) -> str:
     return "<h2>Feature health (label-free)</h2>\n" + intro + "\n" + _table(head, rows, "health")
 
 
+def _provenance(metrics: dict) -> str:
+    rows = [[_e(c) for c in row] for row in provenance_rows(metrics)]
+    if not rows:
+        return ""
+    return "<h2>Provenance</h2>\n" + _table(PROVENANCE_HEADER, rows, "provenance")
+
+
 def _clusters(metrics: dict) -> str:
     """Cluster balance before → after curation, per level (label-free)."""
     rows = []
@@ -440,6 +448,7 @@ def report_html(
         _header(metrics),
         _model_table(metrics),
         _charts(metrics),
+        _provenance(metrics),
         _clusters(metrics),
         _health(metrics),
         _twins(metrics),

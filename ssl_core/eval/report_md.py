@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ssl_core.eval.provenance import PROVENANCE_HEADER, provenance_rows
+
 NO_LABELS = (
     "No labels in this run (data.labels found none), so kNN accuracy, eval-set "
     "decontamination and class balance are skipped. The sections below are the label-free "
@@ -75,6 +77,18 @@ def _cost(metrics: dict) -> list[str]:
         for name, c in metrics.get("cost", {}).items()
     ]
     return _table(["## Cost", ""], header, rows)
+
+
+def _provenance(metrics: dict) -> list[str]:
+    heading = [
+        "## Provenance",
+        "",
+        "sha256 of each model's weights file; from its `lineage.json`: the hash of the params it "
+        "was trained with, of the curated set it saw, and the git commit (`sslops lineage "
+        "<folder>` traces the rest, up to the raw pool).",
+        "",
+    ]
+    return _table(heading, PROVENANCE_HEADER, provenance_rows(metrics))
 
 
 def _health(metrics: dict) -> list[str]:
@@ -222,7 +236,8 @@ def report_md(metrics: dict, figures: dict[str, str] | None = None) -> str:
     """The markdown report; ``figures`` maps the PNGs written next to it to their captions."""
     figures = figures or {}
     lines = ["# Evaluation report", "", *_knn(metrics), *_linear_retrieval(metrics)]
-    lines += [*_cost(metrics), *_health(metrics), *_twins(metrics, figures)]
+    lines += [*_cost(metrics), *_provenance(metrics), *_health(metrics)]
+    lines += _twins(metrics, figures)
     lines += [*_figures(figures), *_clusters(metrics)]
     if metrics.get("curation"):
         lines += _curation(metrics["curation"])

@@ -30,6 +30,7 @@ from ssl_core.eval.model_cost import backbone_cost, images_per_s
 from ssl_core.eval.model_metrics import write_model_metrics
 from ssl_core.eval.probe import sample_images
 from ssl_core.eval.protocol import measure
+from ssl_core.eval.provenance import model_provenance
 from ssl_core.eval.register_twins import register_twins, twin_hint
 from ssl_core.eval.report_figures import FIGURE_IMAGES, report_figures
 from ssl_core.eval.report_html import report_html, report_images
@@ -48,24 +49,32 @@ from ssl_core.utils.failpoints import failpoint
 HEALTH_IMAGES = 256  # curated images sampled for the label-free feature-health measures
 
 
-def _models(params: Params) -> dict:
+def _sources(params: Params) -> dict[str, str | None]:
+    """Every model of the report -> its folder or weights file (None: built here)."""
+    t = params.train
+    src: dict[str, str | None] = {"raw_pixels": None, f"random_init_{t.preset}": None}
+    src["teacher"] = params.paths.teacher_dir
+    if params.distill.teacher:  # the students' teacher is not the teacher stage's
+        src[DISTILL_TEACHER] = params.distill.teacher
+    for name, path in params.eval.checkpoints.items():
+        src[f"checkpoint_{name}"] = path
+    for s in students_present(params):
+        src[f"student_{s}"] = str(Path(params.paths.students_dir) / s)
+    return src
+
+
+def _models(params: Params, sources: dict[str, str | None]) -> dict:
     t = params.train
     # the teacher at step 0 (same seed, layer-scale, registers): what training added
     random_vit = build_teacher_model(t).ema.backbone
-    models = {
+    built = {
         "raw_pixels": PixelEmbedder(params.embed.image_size),
         f"random_init_{t.preset}": BackboneEmbedder(random_vit, t.image_size, "random"),
-        "teacher": make_embedder(params.paths.teacher_dir, t.image_size),
     }
-    if params.distill.teacher:  # the students' teacher is not the teacher stage's
-        models[DISTILL_TEACHER] = make_embedder(params.distill.teacher, t.image_size)
-    for name, path in params.eval.checkpoints.items():
-        models[f"checkpoint_{name}"] = make_embedder(path, t.image_size)
-    for s in students_present(params):
-        models[f"student_{s}"] = make_embedder(
-            str(Path(params.paths.students_dir) / s), t.image_size
-        )
-    return models
+    return {
+        name: built[name] if path is None else make_embedder(path, t.image_size)
+        for name, path in sources.items()
+    }
 
 
 def students_present(params: Params) -> list[str]:
@@ -211,7 +220,8 @@ def run(params: Params, progress: bool = True) -> dict:
     removed = pl.read_parquet(Path(params.paths.dedup_dir) / "removed.parquet")
     sample = curated["path"].sample(min(HEALTH_IMAGES, curated.height), seed=params.seed)
     knn, linear, retrieval, health, cost = {}, {}, {}, {}, {}
-    models = _models(params)
+    sources = _sources(params)
+    models = _models(params, sources)
     for name, emb in models.items():
         if evset is not None:
             m = measure(emb, evset, cfg.ks, cfg.temperature, cfg.batch_size, params.seed, progress)
@@ -233,6 +243,7 @@ def run(params: Params, progress: bool = True) -> dict:
         "cluster_balance": sizes[2],
         "curation": curation_report(load_pool_labels(params), manifest, removed, curated),
         "models": {name: _model_info(params, name, emb) for name, emb in models.items()},
+        "provenance": {name: model_provenance(path) for name, path in sources.items()},
     }
     metrics["register_twins"] = _twins(params, metrics["models"])
     inputs = {
