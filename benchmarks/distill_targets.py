@@ -75,8 +75,10 @@ def _paths(params, whole_pool: bool) -> list[str]:
 
     from ssl_core.stages.curate import CURATED
 
-    f = Path(params.paths.dedup_dir) / "kept.parquet" if whole_pool else None
-    f = f or Path(params.paths.curated_dir) / CURATED
+    if whole_pool:
+        f = Path(params.paths.dedup_dir) / "kept.parquet"
+    else:
+        f = Path(params.paths.curated_dir) / CURATED
     if not f.exists():
         raise SystemExit(f"{f} is missing: run `make demo` first")
     return pl.read_parquet(f)["path"].to_list()

@@ -124,16 +124,14 @@ def make_embedder(spec: str, image_size: int, seed: int = 0, preset: str = "tiny
             "weights": state_dict_sha256(model),
         }
         return BackboneEmbedder(model.to(device), image_size, f"bootstrap:{preset}:seed{seed}", fp)
-    path = Path(spec)
-    if path.is_dir():
-        path = path / "model.safetensors"
+    from ssl_core.models.official import load_backbone, weights_file
+
+    path = weights_file(spec)
     if not path.is_file():
         raise FileNotFoundError(
             f"embedding model {spec!r} is neither 'pixels', 'bootstrap' nor an existing "
             "checkpoint (a .safetensors file or a directory holding model.safetensors)"
         )
-    from ssl_core.models.official import load_backbone
-
     fp = {"spec": "checkpoint", "file_sha256": sha256_file(path), "image_size": image_size}
     return BackboneEmbedder(load_backbone(path).to(device), image_size, f"checkpoint:{path}", fp)
 

@@ -43,6 +43,16 @@ _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.")
 
 StateDict = Mapping[str, Tensor]
 
+MODEL_FILE = "model.safetensors"
+"""The backbone file of a model folder (the teacher's and every student's)."""
+
+
+def weights_file(source: str | Path) -> Path:
+    """The backbone file of a model source: ``<folder>/model.safetensors`` for a model folder,
+    the path itself for a weights file (e.g. an official release)."""
+    path = Path(source)
+    return path / MODEL_FILE if path.is_dir() else path
+
 
 def flatten_chunked_blocks(state_dict: StateDict) -> dict[str, Tensor]:
     """Map ``blocks.<chunk>.<i>.rest`` keys to ``blocks.<i>.rest``; other keys unchanged.

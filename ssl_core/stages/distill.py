@@ -17,6 +17,7 @@ from ssl_core import sizing
 from ssl_core.config import Params
 from ssl_core.data.eval_set import load_eval_set
 from ssl_core.eval.probe import make_knn_probe
+from ssl_core.models.official import weights_file
 from ssl_core.stages.common import StageRun
 from ssl_core.stages.curate import CURATED
 from ssl_core.train.distill import distill_student
@@ -35,11 +36,6 @@ def teacher_source(params: Params) -> Path:
     """``distill.teacher`` when set (a folder or an official-layout backbone file), else the
     teacher stage's output folder."""
     return Path(params.distill.teacher or params.paths.teacher_dir)
-
-
-def teacher_weights(source: Path) -> Path:
-    """The backbone file of a teacher source (what lineage hashes)."""
-    return source / "model.safetensors" if source.is_dir() else source
 
 
 def run(params: Params, progress: bool = True, students: list[str] | None = None) -> dict:
@@ -74,7 +70,7 @@ def run(params: Params, progress: bool = True, students: list[str] | None = None
         )
         st.lineage(
             out,
-            {"curated": curated_path, "teacher": teacher_weights(teacher_dir)},
+            {"curated": curated_path, "teacher": weights_file(teacher_dir)},
             results[name],
         )
     return results

@@ -36,6 +36,7 @@ from ssl_core.eval.report_figures import FIGURE_IMAGES, report_figures
 from ssl_core.eval.report_html import report_html, report_images
 from ssl_core.eval.report_md import report_md
 from ssl_core.lineage import LINEAGE_FILE
+from ssl_core.models.official import weights_file
 from ssl_core.models.presets import list_presets
 from ssl_core.stages.cluster import ASSIGNMENTS, level_col, resolved_levels
 from ssl_core.stages.common import StageRun
@@ -61,6 +62,11 @@ def _sources(params: Params) -> dict[str, str | None]:
     for s in students_present(params):
         src[f"student_{s}"] = str(Path(params.paths.students_dir) / s)
     return src
+
+
+def _file_sha256(emb: object) -> str | None:
+    """sha256 of the weights file an embedder loaded (its fingerprint's), None without one."""
+    return (getattr(emb, "fingerprint", None) or {}).get("file_sha256")
 
 
 def _models(params: Params, sources: dict[str, str | None]) -> dict:
@@ -243,11 +249,14 @@ def run(params: Params, progress: bool = True) -> dict:
         "cluster_balance": sizes[2],
         "curation": curation_report(load_pool_labels(params), manifest, removed, curated),
         "models": {name: _model_info(params, name, emb) for name, emb in models.items()},
-        "provenance": {name: model_provenance(path) for name, path in sources.items()},
+        "provenance": {
+            name: model_provenance(path, _file_sha256(models[name]))
+            for name, path in sources.items()
+        },
     }
     metrics["register_twins"] = _twins(params, metrics["models"])
     inputs = {
-        "teacher": Path(params.paths.teacher_dir) / "model.safetensors",
+        "teacher": weights_file(params.paths.teacher_dir),
         "curated": Path(params.paths.curated_dir) / CURATED,
     }
     with atomic_dir(params.paths.reports_dir) as tmp:

@@ -24,7 +24,12 @@ import torch
 from torch import nn
 
 from ssl_core.config import DistillConfig
-from ssl_core.models.official import load_backbone, read_safetensors, state_dict_differences
+from ssl_core.models.official import (
+    load_backbone,
+    read_safetensors,
+    state_dict_differences,
+    weights_file,
+)
 from ssl_core.models.presets import (
     Backbone,
     BackboneConfig,
@@ -32,7 +37,7 @@ from ssl_core.models.presets import (
     get_config,
     pinned_fields,
 )
-from ssl_core.train.outputs import HEAD, HEAD_METADATA_KEY, MODEL
+from ssl_core.train.outputs import HEAD, HEAD_METADATA_KEY
 from ssl_core.train.runtime import Runtime
 from ssl_core.train.ssl_model import SSLModel, SSLNet, make_head_config
 from ssl_core.train.trainer import RunOptions, RunSpec, StepHook, fit
@@ -64,7 +69,7 @@ def load_teacher(source: Path) -> tuple[SSLNet, dict[str, Any]]:
         CheckpointError: A weights file is truncated, corrupt or of another architecture.
     """
     source = Path(source)
-    model_path = source / MODEL if source.is_dir() else source
+    model_path = weights_file(source)
     if not model_path.is_file():
         raise FileNotFoundError(
             f"teacher backbone not found: {model_path} (distill.teacher: a train_teacher folder "

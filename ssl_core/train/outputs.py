@@ -12,12 +12,12 @@ from torch import nn
 
 from ssl_core.data.dataset import ImageDataset
 from ssl_core.data.normalize import normalize
-from ssl_core.models.official import save_safetensors
+from ssl_core.models.official import MODEL_FILE, save_safetensors
 from ssl_core.train.ssl_model import SSLNet
 from ssl_core.utils.atomic import atomic_path
 
 CHECKPOINT = "checkpoint.pt"
-MODEL = "model.safetensors"
+MODEL = MODEL_FILE
 HEAD = "head.safetensors"
 HEAD_METADATA_KEY = "head_config"
 
