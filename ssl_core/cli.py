@@ -14,7 +14,8 @@ Examples::
 
 Each stage command is the name of its graph node: the Dagster asset and the DVC stage carry
 the same name (``ssl_core/stages/names.py``). embeddings, teacher and students run as TorchX
-jobs on ``launch.scheduler`` (local_cwd: this machine; kubernetes: a Volcano job) and wait.
+jobs on ``launch.scheduler`` (local_cwd: this machine; kubernetes: a Volcano job) and wait;
+so does clusters when ``launch.clusters`` asks for more than one rank.
 
 Every parameter comes from ``params.yaml`` (``--params`` to use another file).
 """
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         guard.enter_context(
             stage_guard(params, command_line(argv), STAGES[args.command], args.wait)
         )
-        if args.command in JOB_STAGES:  # the work runs as a TorchX job (launch.scheduler)
+        if params.launch.runs_as_job(args.command):  # a TorchX job on launch.scheduler
             from ssl_core.launch.stage_job import run_stage_job
 
             stats = run_stage_job(params, args.params, args.command, _only(args, params))

@@ -2,7 +2,8 @@
 
 The launcher submits this (under ``torchrun`` when a stage asks for several processes); it
 runs the stage's work exactly as an in-process call would and writes the same outputs and
-``lineage.json`` (rank 0 only). Rank 0 prints the stage's result as one JSON line, the last
+``lineage.json`` (rank 0 only); clusters runs its distributed module
+(``names.JOB_ENTRY_MODULES``). Rank 0 prints the stage's result as one JSON line, the last
 line of the job's output, which the launcher reads back.
 """
 
@@ -20,7 +21,7 @@ import sys  # noqa: E402
 
 from ssl_core.config import ConfigError, load_params  # noqa: E402
 from ssl_core.data.labels import LabelsError  # noqa: E402
-from ssl_core.stages.names import JOB_STAGES, STAGE_MODULES  # noqa: E402
+from ssl_core.stages.names import JOB_ENTRY_MODULES, JOB_STAGES, STAGE_MODULES  # noqa: E402
 
 #: prefix of the result line (so the launcher finds it among log lines)
 RESULT_PREFIX = "SSLOPS_RESULT "
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = load_params(a.params)
         only = {"students": a.student} if a.student else {}
-        module = importlib.import_module(STAGE_MODULES[a.stage])
+        module = importlib.import_module(JOB_ENTRY_MODULES.get(a.stage, STAGE_MODULES[a.stage]))
         stats = module.run(params, progress=rank == 0, **only)
     except (ConfigError, FileNotFoundError, ValueError, LabelsError) as e:
         print(f"sslops {a.stage} (job): error: {e}", file=sys.stderr, flush=True)

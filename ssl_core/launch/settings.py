@@ -1,4 +1,5 @@
-"""``launch:`` in params.yaml: where the heavy stages (embeddings, teacher, students) run.
+"""``launch:`` in params.yaml: where the heavy stages (embeddings, clusters, teacher,
+students) run.
 
 A stage command (``sslops teacher``) submits its work as a TorchX job to
 ``launch.scheduler``: ``local_cwd`` (default: processes on this machine, from the project
@@ -7,9 +8,11 @@ account and the data volume below). Switching that one key is the only change a 
 makes in the project; the cluster side lives in ``k8s/``.
 
 How a job runs does not change what it computes, so these keys are not part of a stage's
-params, with one exception: the process counts of teacher and students (``nnodes`` x
-``nproc_per_node`` ranks, each with ``batch_size`` images, make the global batch), which
-dvc.yaml lists as those stages' params.
+params, with two exceptions, which dvc.yaml lists as those stages' params: the process counts
+of teacher and students (``nnodes`` x ``nproc_per_node`` ranks, each with ``batch_size``
+images, make the global batch) and of clusters (one rank: faiss k-means in the calling
+process; more: ``ssl_core.curation.distributed_kmeans`` as a job, equally valid but different
+clusters; see docs/curation.md, "Curating beyond one machine").
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 # stages whose work runs as a TorchX job; ``launch.<stage>`` holds each one's resources
-from ssl_core.stages.names import JOB_STAGES
+from ssl_core.stages.names import JOB_STAGES, JOB_WHEN_DISTRIBUTED
 
 #: set by the Dagster glue for a stage's subprocess: ties a job (labels, records) to its run
 RUN_ID_ENV = "SSLOPS_DAGSTER_RUN_ID"
@@ -38,6 +41,11 @@ class JobResources(BaseModel):
     cpu: int = Field(4, gt=0, description="CPU cores per node (limit; request slightly lower)")
     memory_gb: float = Field(16, gt=0, description="memory per node, GB (limit)")
     gpus: int = Field(0, ge=0, description="nvidia.com/gpu per node")
+
+    @property
+    def ranks(self) -> int:
+        """Processes of the job over all nodes (``nnodes`` x ``nproc_per_node``)."""
+        return self.nnodes * self.nproc_per_node
 
 
 class LaunchConfig(BaseModel):
@@ -79,6 +87,11 @@ class LaunchConfig(BaseModel):
         "very long silent steps",
     )
     embeddings: JobResources = JobResources(cpu=8, memory_gb=32, gpus=1)
+    clusters: JobResources = Field(
+        JobResources(cpu=4, memory_gb=16, gpus=0),
+        description="1x1 (default): faiss k-means in the calling process, no job; more ranks: "
+        "distributed k-means as a job (gloo on CPU; gpus > 0: NCCL, one GPU per process)",
+    )
     teacher: JobResources = JobResources(cpu=8, memory_gb=64, gpus=1)
     students: JobResources = JobResources(cpu=8, memory_gb=64, gpus=1)
 
@@ -87,6 +100,12 @@ class LaunchConfig(BaseModel):
         if stage not in JOB_STAGES:
             raise KeyError(f"{stage!r} is not a job stage ({', '.join(JOB_STAGES)})")
         return getattr(self, stage)
+
+    def runs_as_job(self, stage: str) -> bool:
+        """Whether ``stage`` is submitted as a TorchX job (clusters: only with > 1 rank)."""
+        if stage not in JOB_STAGES:
+            return False
+        return stage not in JOB_WHEN_DISTRIBUTED or self.resources(stage).ranks > 1
 
     @property
     def on_host(self) -> bool:

@@ -1,6 +1,7 @@
 """A heavy stage as a job: snapshot params, submit, wait, check the outputs, record the job.
 
-``sslops embeddings|teacher|students`` (and so DVC and Dagster) call :func:`run_stage_job`.
+``sslops embeddings|teacher|students`` (and so DVC and Dagster) call :func:`run_stage_job`, as
+does ``sslops clusters`` when ``launch.clusters`` asks for more than one rank.
 Each job gets a folder ``<data>/.jobs/<stage>-<utc time>/`` (next to the outputs, on the data
 volume in a cluster) holding the params snapshot the job reads, ``job.log`` (its streamed log),
 ``request.yaml`` (the rendered scheduler request, container schedulers) and ``job.json``
@@ -38,6 +39,8 @@ def stage_outputs(params: Params, stage: str, students: list[str] | None = None)
     p = params.paths
     if stage == "embeddings":
         return [Path(p.embeddings_dir)]
+    if stage == "clusters":
+        return [Path(p.clusters_dir)]
     if stage == "teacher":
         return [Path(p.teacher_dir)]
     return [Path(p.students_dir) / name for name in students or params.distill.students]

@@ -36,8 +36,8 @@ class DiskFull(NotEnoughSpace):
 
 #: what :func:`stage_guard` raises; each has an ``exit_code`` (75: busy, 73: no space)
 GUARD_ERRORS = (LockBusy, NotEnoughSpace)
-#: stage modules whose work runs as a TorchX job (possibly on another machine)
-JOB_MODULES = tuple(STAGE_MODULES[n].rsplit(".", 1)[-1] for n in JOB_STAGES)
+#: stage module (last name) -> node, for the nodes whose work may run as a TorchX job
+JOB_MODULES = {STAGE_MODULES[n].rsplit(".", 1)[-1]: n for n in JOB_STAGES}
 
 
 def lock_file(params: Params) -> Path:
@@ -56,7 +56,8 @@ def check_space(params: Params, module: str, command: str) -> None:
     from ssl_core.stages.space import estimate
 
     name = module.rsplit(".", 1)[-1]
-    if name in JOB_MODULES and not params.launch.on_host:
+    job = name in JOB_MODULES and params.launch.runs_as_job(JOB_MODULES[name])
+    if job and not params.launch.on_host:
         log.info("%s: free space not checked here (runs on %s)", command, params.launch.scheduler)
         return
     folder, need, what = estimate(params, name)

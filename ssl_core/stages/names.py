@@ -21,7 +21,17 @@ STAGE_MODULES = {
 }
 
 #: nodes whose work runs as a TorchX job (``launch.<name>`` holds its resources)
-JOB_STAGES = ("embeddings", "teacher", "students")
+JOB_STAGES = ("embeddings", "clusters", "teacher", "students")
+
+#: job stages that run in the calling process when ``launch.<name>`` asks for one rank
+#: (``nnodes`` x ``nproc_per_node`` = 1), and as a job only beyond that: clusters (faiss
+#: in-process; ``ssl_core.curation.distributed_kmeans`` under torchrun)
+JOB_WHEN_DISTRIBUTED = ("clusters",)
+
+#: job stages whose job runs another module than their in-process command (still a
+#: ``run(params, progress)``): the distributed clusters stage. Kept out of the stage module so
+#: the stages that import ``ssl_core.stages.cluster`` (for its table names) do not depend on it.
+JOB_ENTRY_MODULES = {"clusters": "ssl_core.launch.clusters_job"}
 
 #: command names used before the nodes had one name (no aliases: a helpful error instead)
 RENAMED = {

@@ -13,7 +13,9 @@ Where the work starts:
 * ``sslops check <suite>``: ``ssl_core/stages/checks.py``;
 * the job stages (``ssl_core.stages.names.JOB_STAGES``: embeddings, teacher, students) run
   their module inside a TorchX job whose entry point is ``ssl_core/launch/job.py``, so that
-  file is a start too (its ``importlib`` dispatch to the stage module is what this test models).
+  file is a start too (its ``importlib`` dispatch to the stage module is what this test models),
+  and so is the module it runs instead of the stage module for some stages
+  (``ssl_core.stages.names.JOB_ENTRY_MODULES``: the distributed clusters job).
 
 What the CLI process does around the work (dispatch, submitting and watching a job, progress
 bars) is listed in :data:`PLUMBING` with the reason it cannot change an output.
@@ -30,7 +32,7 @@ import yaml
 
 from orchestration.graph import PIPELINE_FILES
 from ssl_core.cli import STAGES
-from ssl_core.stages.names import JOB_STAGES
+from ssl_core.stages.names import JOB_ENTRY_MODULES, JOB_STAGES
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "ssl_core"
@@ -213,6 +215,8 @@ def _starts(cmd: str) -> list[Path]:
     starts = [_module_file(STAGES[words[1]])]
     if words[1] in JOB_STAGES:
         starts.append(REPO / JOB_ENTRY)
+    if words[1] in JOB_ENTRY_MODULES:
+        starts.append(_module_file(JOB_ENTRY_MODULES[words[1]]))
     return starts
 
 

@@ -580,3 +580,40 @@ def test_dockerignore() -> None:
     )  # fmt: skip
     assert not [p for p in kept if _docker_ignored(p, patterns)]
     assert not [p for p in dropped if not _docker_ignored(p, patterns)]
+
+
+# ---------------------------------------------------------------------------------------------
+# the distributed clusters job (launch.clusters with more than one rank), up to the API server
+
+
+def test_two_node_clusters_job_renders_and_validates(launch: LaunchConfig) -> None:
+    """What ``sslops job-spec clusters`` submits for 2 nodes x 2 CPU ranks: torchrun with c10d
+    rendezvous on rank 0, the clusters job entry, no GPU, the data volume; pods strictly valid."""
+    from ssl_core.launch.settings import JobResources
+    from ssl_core.launch.stage_job import render_stage_job
+
+    params = load_params(REPO / "params.yaml")
+    res = JobResources(nnodes=2, nproc_per_node=2, cpu=16, memory_gb=64, gpus=0)
+    update = {"scheduler": "kubernetes", "clusters": res}
+    params = params.model_copy(update={"launch": launch.model_copy(update=update)})
+    text = render_stage_job(params, "clusters")
+    job = yaml.safe_load(text.split("\n", 1)[1])
+    assert job["kind"] == "Job" and job["spec"]["queue"] == launch.queue
+    tasks = job["spec"]["tasks"]
+    assert [t["name"] for t in tasks] == ["clusters-0", "clusters-1"]
+    for t in tasks:
+        pod = t["template"]
+        (c,) = pod["spec"]["containers"]
+        cmd = c["command"][2]
+        assert "--nproc_per_node 2 --nnodes 2 --rdzv_backend c10d" in cmd
+        assert "-m ssl_core.launch.job clusters --params" in cmd
+        assert "nvidia.com/gpu" not in c["resources"]["limits"] or (
+            c["resources"]["limits"]["nvidia.com/gpu"] == "0"
+        )
+        claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]
+                  if "persistentVolumeClaim" in v]  # fmt: skip
+        assert claims == [launch.data_volume]
+        template = {"apiVersion": "v1", "kind": "PodTemplate",
+                    "metadata": {"name": "t", "labels": pod["metadata"]["labels"]},
+                    "template": pod}  # fmt: skip
+        kubernetes_validate.validate(template, K8S_VERSION, strict=True)
