@@ -36,7 +36,7 @@ from typing import Literal
 
 import numpy as np
 
-from ssl_core.curation.kmeans import assign, kmeans_with_distances
+from ssl_core.curation.kmeans import assign, fit_centroids, kmeans_with_distances
 from ssl_core.utils.atomic import umask_mode
 from ssl_core.utils.failpoints import failpoint
 from ssl_core.utils.hashing import record_files, verify_record
@@ -100,10 +100,18 @@ def _hash(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _data_hash(x: np.ndarray) -> str:
+def _data_hash(x: np.ndarray, chunk_bytes: int = 1 << 26) -> str:
+    """blake2b of shape, dtype and the C-order bytes of ``x``, fed in row chunks of about
+    ``chunk_bytes`` (same digest as one update, so existing checkpoints keep their keys; a
+    memmap is read piecewise, never copied whole)."""
     h = hashlib.blake2b(digest_size=16)
     h.update(str((x.shape, str(x.dtype))).encode())
-    h.update(memoryview(np.ascontiguousarray(x)).cast("B"))
+    if x.ndim == 0 or x.nbytes <= chunk_bytes:
+        h.update(memoryview(np.ascontiguousarray(x)).cast("B"))
+        return h.hexdigest()
+    step = max(1, chunk_bytes // max(1, x.nbytes // len(x)))
+    for a in range(0, len(x), step):
+        h.update(memoryview(np.ascontiguousarray(x[a : a + step])).cast("B"))
     return h.hexdigest()
 
 
@@ -163,34 +171,37 @@ def _per_level(v: int | float | Sequence, n_levels: int, name: str) -> list:
 def _cluster_level(
     x: np.ndarray,
     k: int,
-    n_iter: int,
     n_resampling: int,
     sample_size: int,
     seed: int,
-    init: str,
     resample_init: str,
-    spherical: bool,
-    kpp_sample: int | None,
-    max_ppc: int,
-    tol: float,
+    km: dict,
+    resample_iters: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One level: k-means, then ``n_resampling`` rounds; ``km`` = kmeans_with_distances options."""
     ss = np.random.SeedSequence(seed)
     seeds = [int(s.generate_state(1)[0]) for s in ss.spawn(n_resampling + 1)]
-    c, lab, dist = kmeans_with_distances(x, k, n_iter=n_iter, seed=seeds[0], init=init,
-                                         spherical=spherical, kpp_sample=kpp_sample,
-                                         max_points_per_centroid=max_ppc, tol=tol)  # fmt: skip
+    c, lab, dist = kmeans_with_distances(x, k, seed=seeds[0], **km)
     failpoint("kmeans.in_level")
-    xa = x if not spherical else x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    spherical = km["spherical"]
+    # spherical: one normalised float32 copy of the level's points (float16 input upcast first)
+    xa = (
+        x
+        if not spherical
+        else np.divide(
+            x32 := np.array(x, dtype=np.float32),
+            np.maximum(np.linalg.norm(x32, axis=1, keepdims=True), 1e-12),
+            out=x32,
+        )
+    )
     if sample_size > 1:
         for r in range(n_resampling):
             sel = closest_per_cluster(lab, dist, sample_size)
             if len(sel) < k:
                 break
             warm = c if resample_init == "warm" else None
-            c, _, _ = kmeans_with_distances(xa[sel], k, n_iter=n_iter, seed=seeds[r + 1],
-                                            init=init, spherical=spherical, init_centroids=warm,
-                                            kpp_sample=kpp_sample,
-                                            max_points_per_centroid=max_ppc, tol=tol)  # fmt: skip
+            c = fit_centroids(xa[sel], k, seed=seeds[r + 1], init_centroids=warm,
+                              **{**km, "n_iter": resample_iters or km["n_iter"]})  # fmt: skip
             lab, dist = assign(xa, c)
     return c, lab, dist
 
@@ -210,6 +221,8 @@ def hierarchical_kmeans(
     kpp_sample: int | None = None,
     max_points_per_centroid: int = 128,
     tol: float = 1e-4,
+    kpp_trials: int | None = None,
+    resample_iters: int | None = None,
 ) -> HKMeansResult:
     """Hierarchical k-means with resampling.
 
@@ -235,8 +248,11 @@ def hierarchical_kmeans(
             points of a level (all points are assigned at the end); bounds level-0 cost.
         tol: Lloyd early stop: relative objective decrease per iteration below which a k-means
             run stops before ``n_iter`` (``0``: always ``n_iter``; see :func:`kmeans`).
+        kpp_trials: candidates per k-means++ centre (default ``2 + ln k``: greedy k-means++,
+            as upstream; 1: plain k-means++), see :func:`ssl_core.curation.kmeans.kmeans_plus_plus`.
     """
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not (isinstance(x, np.ndarray) and x.dtype in (np.float16, np.float32)):
+        x = np.ascontiguousarray(x, dtype=np.float32)  # float16/32 arrays, memmaps: read as is
     levels = tuple(int(k) for k in levels)
     if not levels:
         raise ValueError("levels must be non-empty")
@@ -247,7 +263,10 @@ def hierarchical_kmeans(
     ratios = [float(r) for r in _per_level(sample_size_ratio, n_lv, "sample_size_ratio")]
     common = {"data": _data_hash(x), "n_iter": n_iter, "seed": seed, "init": init,
               "resample_init": resample_init, "spherical": spherical, "kpp_sample": kpp_sample,
-              "max_ppc": max_points_per_centroid, "tol": tol, "v": 1}  # fmt: skip
+              "max_ppc": max_points_per_centroid, "tol": tol, "kpp_trials": kpp_trials,
+              "resample_iters": resample_iters, "v": 2}  # fmt: skip
+    km = {"n_iter": n_iter, "init": init, "spherical": spherical, "kpp_sample": kpp_sample,
+          "kpp_trials": kpp_trials, "max_points_per_centroid": max_points_per_centroid, "tol": tol}  # fmt: skip
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)
@@ -266,9 +285,8 @@ def hierarchical_kmeans(
             n = len(cur)
             s = max(1, round(ratios[lvl] * n / k))
             lvl_seed = int(np.random.SeedSequence([seed, lvl]).generate_state(1)[0])
-            c, lab, dist = _cluster_level(cur, k, n_iter, steps[lvl], s, lvl_seed, init,
-                                          resample_init, spherical, kpp_sample,
-                                          max_points_per_centroid, tol)  # fmt: skip
+            c, lab, dist = _cluster_level(cur, k, steps[lvl], s, lvl_seed, resample_init, km,
+                                          resample_iters)  # fmt: skip
             if ckpt is not None:
                 _save_level(ckpt, stem, (c, lab, dist))
             if progress:

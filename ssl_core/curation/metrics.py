@@ -14,6 +14,7 @@ __all__ = [
     "coverage",
     "covered",
     "largest_share",
+    "top_share",
     "gini",
     "entropy",
     "max_min_ratio",
@@ -50,6 +51,12 @@ def largest_share(labels: np.ndarray) -> float:
     """Share of the samples that carry the most frequent label (0 for no samples)."""
     c = label_counts(labels)
     return float(c.max() / c.sum()) if c.size else 0.0
+
+
+def top_share(labels: np.ndarray, top: int = 10) -> float:
+    """Share of the samples that carry the ``top`` most frequent labels (0 for no samples)."""
+    c = np.sort(label_counts(labels))[::-1]
+    return float(c[:top].sum() / c.sum()) if c.sum() else 0.0
 
 
 def gini(labels: np.ndarray, n_components: int | None = None) -> float:
@@ -100,6 +107,7 @@ def summary(labels: np.ndarray, n_components: int) -> dict[str, float]:
         "covered": covered(labels, n_components),
         "coverage": coverage(labels, n_components),
         "largest_share": largest_share(labels),
+        "top10_share": top_share(labels, 10),
         "gini": gini(labels, n_components),
         "entropy": entropy(labels, n_components),
         "entropy_normalised": entropy(labels, n_components, normalised=True),

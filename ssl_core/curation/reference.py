@@ -1,7 +1,8 @@
 """Plain PyTorch version of the reference curation algorithm (Vo et al. 2024).
 
 Mirrors the published recipe (facebookresearch/ssl-data-curation) in behaviour, written from
-its description: exact k-means++ seeding on all points, 50 Lloyd iterations per k-means with
+its code (``src/kmeans_gpu.py``, ``src/hierarchical_kmeans_gpu.py``): greedy k-means++ seeding
+(``2 + ln k`` candidates per centre) on all points, 50 Lloyd iterations per k-means with
 float64 accumulation of the centroid sums, and at every level ``R`` resampling rounds that
 each run a *fresh* k-means (new k-means++ seeding) on the points closest to every centroid and
 reassign all points. Used only by the benchmark and by a quality test; production code uses
@@ -36,22 +37,36 @@ def ref_assign(
     return labels, dist
 
 
-def _kpp(x: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
-    """Exact k-means++: one D² draw and one distance pass per centre."""
+def _kpp(
+    x: torch.Tensor, k: int, g: torch.Generator, n_local_trials: int | None = None
+) -> torch.Tensor:
+    """Greedy k-means++ as upstream runs it (``src/kmeans_gpu.py``, after scikit-learn).
+
+    For every centre after the first, ``n_local_trials`` candidates (default ``2 + ln k``) are
+    drawn by D² sampling and the one that lowers the potential (sum of D²) the most is kept:
+    one ``(trials x N)`` distance pass per centre. ``n_local_trials=1`` is plain k-means++.
+    """
     n = len(x)
+    trials = n_local_trials if n_local_trials is not None else 2 + int(np.log(k))
     idx = torch.empty(k, dtype=torch.long)
     idx[0] = torch.randint(n, (1,), generator=g)
     x_sq = (x * x).sum(1)
-    d2 = (x_sq - 2 * (x @ x[idx[0]]) + x_sq[idx[0]]).clamp_min(0).double()
+
+    def d2_to(rows: torch.Tensor) -> torch.Tensor:
+        return (x_sq[None] - 2 * (x[rows] @ x.T) + x_sq[rows, None]).clamp_min(0).double()
+
+    d2 = d2_to(idx[:1])[0]
+    pot = d2.sum()
     for i in range(1, k):
-        tot = d2.sum()
-        if tot <= 0:
-            j = torch.randint(n, (1,), generator=g)
-        else:
-            j = torch.multinomial(d2 / tot, 1, generator=g)
-        idx[i] = j
-        dj = (x_sq - 2 * (x @ x[j[0]]) + x_sq[j[0]]).clamp_min(0).double()
-        d2 = torch.minimum(d2, dj)
+        if pot <= 0:  # every point coincides with a centre
+            idx[i] = torch.randint(n, (1,), generator=g)
+            continue
+        u = torch.rand(trials, generator=g, dtype=torch.float64) * pot
+        cand = torch.searchsorted(torch.cumsum(d2, 0), u).clamp_max(n - 1)
+        d_cand = torch.minimum(d2[None], d2_to(cand))
+        pots = d_cand.sum(1)
+        best = int(torch.argmin(pots))
+        idx[i], d2, pot = cand[best], d_cand[best], pots[best]
     return idx
 
 

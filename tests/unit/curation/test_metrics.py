@@ -50,3 +50,11 @@ def test_summary_keys():
     s = M.summary(np.array([0, 1, 1]), 2)
     assert s["covered"] == 2 and s["n"] == 3
     assert s["largest_share"] == pytest.approx(2 / 3)
+
+
+def test_top_share():
+    labels = np.repeat(np.arange(12), np.arange(12, 0, -1))  # counts 12, 11, ..., 1
+    assert M.top_share(labels, 10) == pytest.approx((78 - 3) / 78)
+    assert M.top_share(labels, 1) == pytest.approx(M.largest_share(labels))
+    assert M.top_share(np.array([], dtype=np.int64)) == 0.0
+    assert M.summary(labels, 12)["top10_share"] == pytest.approx(75 / 78)
