@@ -50,11 +50,12 @@ DIM = 384
 #: reference settings as upstream's configs run them (configs/*.yaml): R = 10 at every level
 REF_STEPS, REF_ITERS = 10, 50
 #: speed knobs of the project path, each run as its own method (spec overrides of the
-#: defaults) on the first seed only: plain k-means++ seeding (the default before greedy),
-#: and no resampling at level 0 (the benchmark's setting before)
+#: defaults) on the first seed only: plain k-means++ seeding (before 2026-12-01), 2 resampling
+#: rounds (the default before), resampling rounds on k * 16 random points (the large-pool knob)
 VARIANTS: dict[str, dict] = {
     "project_plain_kpp": {"kpp_trials": 1},
-    "project_r0_level0": {"level0_resampling": 0},
+    "project_r2": {"n_resampling_steps": 2},
+    "project_rppc16": {"resample_points_per_centroid": 16},
 }
 
 
@@ -63,7 +64,8 @@ def project_defaults() -> dict:
     from ssl_core.config import load_params
 
     c = load_params(ROOT / "params.yaml").cluster
-    keep = ("n_iter", "tol", "n_resampling_steps", "max_points_per_centroid")
+    keep = ("n_iter", "tol", "n_resampling_steps", "max_points_per_centroid",
+            "resample_points_per_centroid")  # fmt: skip
     return {k: getattr(c, k) for k in keep}
 
 

@@ -180,7 +180,14 @@ class ClusterConfig(_Section):
     )
     n_iter: int = Field(25, gt=0)
     n_resampling_steps: int = Field(
-        2, ge=0, description="resampling rounds per level (ssl_core.curation.hkmeans; 0: none)"
+        10, ge=0, description="resampling rounds per level (ssl_core.curation.hkmeans; 0: none)"
+    )
+    resample_points_per_centroid: int = Field(
+        0,
+        ge=0,
+        description="0: every resampling round reassigns all points of a level (as upstream); "
+        "m > 0: rounds work on k * m random points, all points assigned once at the end "
+        "(faster on large pools, see benchmarks/results/curation.md)",
     )
     max_points_per_centroid: int = Field(
         128,

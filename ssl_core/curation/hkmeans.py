@@ -172,38 +172,46 @@ def _cluster_level(
     x: np.ndarray,
     k: int,
     n_resampling: int,
-    sample_size: int,
+    sample_ratio: float,
     seed: int,
     resample_init: str,
     km: dict,
-    resample_iters: int | None = None,
+    resample_ppc: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One level: k-means, then ``n_resampling`` rounds; ``km`` = kmeans_with_distances options."""
+    """One level: k-means, then ``n_resampling`` rounds; ``km`` = kmeans_with_distances options.
+
+    With ``resample_ppc`` > 0 and more than ``k * resample_ppc`` points, the rounds work on that
+    many random points of the level (their closest members, their reassignment) and every point
+    is assigned once, after the last round.
+    """
     ss = np.random.SeedSequence(seed)
-    seeds = [int(s.generate_state(1)[0]) for s in ss.spawn(n_resampling + 1)]
+    seeds = [int(s.generate_state(1)[0]) for s in ss.spawn(n_resampling + 2)]
     c, lab, dist = kmeans_with_distances(x, k, seed=seeds[0], **km)
     failpoint("kmeans.in_level")
-    spherical = km["spherical"]
-    # spherical: one normalised float32 copy of the level's points (float16 input upcast first)
-    xa = (
-        x
-        if not spherical
-        else np.divide(
-            x32 := np.array(x, dtype=np.float32),
-            np.maximum(np.linalg.norm(x32, axis=1, keepdims=True), 1e-12),
-            out=x32,
-        )
-    )
+    xa = _normalised_copy(x) if km["spherical"] else x
+    xr = xa
+    if n_resampling and resample_ppc > 0 and k * resample_ppc < len(x):
+        rng = np.random.default_rng(seeds[-1])
+        sub = np.sort(rng.choice(len(x), size=k * resample_ppc, replace=False))
+        xr, lab, dist = xa[sub], lab[sub], dist[sub]
+    sample_size = max(1, round(sample_ratio * len(xr) / k))
     if sample_size > 1:
         for r in range(n_resampling):
             sel = closest_per_cluster(lab, dist, sample_size)
             if len(sel) < k:
                 break
             warm = c if resample_init == "warm" else None
-            c = fit_centroids(xa[sel], k, seed=seeds[r + 1], init_centroids=warm,
-                              **{**km, "n_iter": resample_iters or km["n_iter"]})  # fmt: skip
-            lab, dist = assign(xa, c)
+            c = fit_centroids(xr[sel], k, seed=seeds[r + 1], init_centroids=warm, **km)
+            lab, dist = assign(xr, c)
+    if xr is not xa or len(lab) != len(x):
+        lab, dist = assign(xa, c)
     return c, lab, dist
+
+
+def _normalised_copy(x: np.ndarray) -> np.ndarray:
+    """One L2-normalised float32 copy of the level's points (float16 input upcast first)."""
+    x32 = np.array(x, dtype=np.float32)
+    return np.divide(x32, np.maximum(np.linalg.norm(x32, axis=1, keepdims=True), 1e-12), out=x32)
 
 
 def hierarchical_kmeans(
@@ -222,7 +230,7 @@ def hierarchical_kmeans(
     max_points_per_centroid: int = 128,
     tol: float = 1e-4,
     kpp_trials: int | None = None,
-    resample_iters: int | None = None,
+    resample_points_per_centroid: int = 0,
 ) -> HKMeansResult:
     """Hierarchical k-means with resampling.
 
@@ -250,6 +258,11 @@ def hierarchical_kmeans(
             run stops before ``n_iter`` (``0``: always ``n_iter``; see :func:`kmeans`).
         kpp_trials: candidates per k-means++ centre (default ``2 + ln k``: greedy k-means++,
             as upstream; 1: plain k-means++), see :func:`ssl_core.curation.kmeans.kmeans_plus_plus`.
+        resample_points_per_centroid: ``0`` (default): every resampling round reassigns all of
+            a level's points, as the reference does; ``m`` > 0: the rounds of a level with more
+            than ``k * m`` points work on ``k * m`` random ones and all points are assigned
+            once at the end (a round then costs ~``k * m`` instead of ``N`` rows: the knob for
+            pools of 1e7 and more; its balance is measured in benchmarks/results/curation.md).
     """
     if not (isinstance(x, np.ndarray) and x.dtype in (np.float16, np.float32)):
         x = np.ascontiguousarray(x, dtype=np.float32)  # float16/32 arrays, memmaps: read as is
@@ -264,7 +277,7 @@ def hierarchical_kmeans(
     common = {"data": _data_hash(x), "n_iter": n_iter, "seed": seed, "init": init,
               "resample_init": resample_init, "spherical": spherical, "kpp_sample": kpp_sample,
               "max_ppc": max_points_per_centroid, "tol": tol, "kpp_trials": kpp_trials,
-              "resample_iters": resample_iters, "v": 2}  # fmt: skip
+              "resample_ppc": resample_points_per_centroid, "v": 2}  # fmt: skip
     km = {"n_iter": n_iter, "init": init, "spherical": spherical, "kpp_sample": kpp_sample,
           "kpp_trials": kpp_trials, "max_points_per_centroid": max_points_per_centroid, "tol": tol}  # fmt: skip
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -283,15 +296,14 @@ def hierarchical_kmeans(
                 log.info("hkmeans level %d (k=%d): resumed from %s", lvl, k, ckpt)
         else:
             n = len(cur)
-            s = max(1, round(ratios[lvl] * n / k))
             lvl_seed = int(np.random.SeedSequence([seed, lvl]).generate_state(1)[0])
-            c, lab, dist = _cluster_level(cur, k, steps[lvl], s, lvl_seed, resample_init, km,
-                                          resample_iters)  # fmt: skip
+            c, lab, dist = _cluster_level(cur, k, steps[lvl], ratios[lvl], lvl_seed, resample_init, km,
+                                          resample_points_per_centroid)  # fmt: skip
             if ckpt is not None:
                 _save_level(ckpt, stem, (c, lab, dist))
             if progress:
-                log.info("hkmeans level %d: %d -> %d clusters, R=%d, sample=%d, empty=%d",
-                         lvl, n, k, steps[lvl], s, k - len(np.unique(lab)))  # fmt: skip
+                log.info("hkmeans level %d: %d -> %d clusters, R=%d, empty=%d",
+                         lvl, n, k, steps[lvl], k - len(np.unique(lab)))  # fmt: skip
         res.centroids.append(c)
         res.assignments.append(lab.astype(np.int64))
         res.distances.append(dist)

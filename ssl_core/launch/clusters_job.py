@@ -28,6 +28,11 @@ def run(params: Params, progress: bool = True) -> dict:
     cfg = params.cluster
     res_cfg = params.launch.clusters
     st = StageRun("clusters", params, ("cluster",), seed=cfg.seed)
+    if cfg.resample_points_per_centroid:
+        raise ValueError(
+            "cluster.resample_points_per_centroid > 0 is not supported by distributed k-means "
+            "(launch.clusters with more than one rank): set it to 0, or run clusters on one rank"
+        )
     kept, kept_path, emb_path, levels = inputs(params)
     with process_group_from_env("cuda" if res_cfg.gpus > 0 else "cpu") as device:
         res = distributed_hierarchical_kmeans(

@@ -51,6 +51,7 @@ def run(params: Params, progress: bool = True) -> dict:
         n_iter=cfg.n_iter,
         n_resampling_steps=cfg.n_resampling_steps,
         max_points_per_centroid=cfg.max_points_per_centroid,
+        resample_points_per_centroid=cfg.resample_points_per_centroid,
         tol=cfg.tol,
         seed=cfg.seed,
         checkpoint_dir=Path(params.paths.clusters_dir).parent / ".cache" / "hkmeans",
