@@ -112,8 +112,9 @@ def quality(comp: np.ndarray, idx: np.ndarray, n_comp: int) -> dict:
 
 
 def levels_for(n: int) -> list[int]:
-    """Levels of the benchmark: 50 points per level-0 cluster, then /10 and /4 (1e5: [2000, 200, 50])."""
-    k0 = max(2, n // 50)
+    """Levels of the benchmark: 50 points per level-0 cluster up to 2,000 clusters (the issue's
+    and the earlier benchmark's [2000, 200, 50] from 1e5 on), then /10 and /40."""
+    k0 = max(2, min(n // 50, 2000))
     return [k0, max(2, k0 // 10), max(2, k0 // 40)]
 
 
