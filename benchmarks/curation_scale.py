@@ -66,6 +66,7 @@ def library_settings(params_path: Path, n: int) -> dict:
     return {
         "n_iter": c.n_iter, "tol": c.tol, "n_resampling_steps": c.n_resampling_steps,
         "max_points_per_centroid": c.max_points_per_centroid, "seed": c.seed,
+        "resample_points_per_centroid": c.resample_points_per_centroid,
         "params_levels": c.levels,
         "target_size": sizing.resolve_target_size(cur.target_size, n),
         "strategy": cur.strategy, "sample_seed": cur.seed,
@@ -130,6 +131,7 @@ def _instrument(calls: list[dict], state: dict) -> None:
     rows_k = lambda a, kw, r: {"rows": len(a[0]), "k": len(a[1])}  # noqa: E731
     timed(hk, "_cluster_level", "level", lambda a, kw, r: {"rows": len(a[0]), "k": a[1]})
     timed(hk, "kmeans_with_distances", "kmeans", lambda a, kw, r: {"rows": len(a[0]), "k": a[1]})
+    timed(hk, "fit_centroids", "kmeans", lambda a, kw, r: {"rows": len(a[0]), "k": a[1]})
     timed(hk, "assign", "reassign", rows_k)
     timed(km, "assign", "final_assign", rows_k)
     timed(hk, "closest_per_cluster", "closest", lambda a, kw, r: {"rows": len(a[0])})
@@ -169,7 +171,7 @@ def worker(spec: dict) -> dict:
     res = hierarchical_kmeans(
         x, spec["levels"], n_iter=s["n_iter"], n_resampling_steps=s["n_resampling_steps"],
         max_points_per_centroid=s["max_points_per_centroid"], tol=s["tol"], seed=s["seed"],
-        progress=True,
+        resample_points_per_centroid=s["resample_points_per_centroid"], progress=True,
     )  # fmt: skip
     t_hk, cpu_hk = time.perf_counter() - t0, time.process_time() - cpu0
     levels_s = [c["seconds"] for c in calls if c["op"] == "level"]

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ssl_core.curation.hkmeans import HKMeansResult
+from ssl_core.curation.hkmeans import HKMeansResult, _per_level
 from ssl_core.curation.kmeans import kmeans_plus_plus
 
 __all__ = [
@@ -320,15 +320,6 @@ def _cluster_level(rows: _Rows, k: int, n_iter: int, n_resampling: int, sample_s
         c = _kmeans(picked, k, seed=seeds[r + 1], **run)
         lab, dst = _assign(rows, c, device, chunk_size)
     return c, lab, dst
-
-
-def _per_level(v: int | float | Sequence, n_levels: int, name: str) -> list:
-    if isinstance(v, int | float):
-        return [v] * n_levels
-    v = list(v)
-    if len(v) != n_levels:
-        raise ValueError(f"{name} needs {n_levels} values (one per level), got {len(v)}")
-    return v
 
 
 def distributed_hierarchical_kmeans(

@@ -10,6 +10,7 @@ larger than RAM (:func:`write_hierarchical_mixture`).
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,25 +76,14 @@ def hierarchical_mixture(
 
 
 def write_hierarchical_mixture(
-    path: Path | str,
-    labels_path: Path | str,
-    n: int,
-    dim: int = 384,
-    n_super: int = 50,
-    n_sub: int = 20,
-    zipf_exponent: float = 1.0,
-    super_scale: float = 1.0,
-    sub_scale: float = 0.5,
-    noise: float = 0.35,
-    normalise: bool = True,
-    seed: int = 0,
-    chunk: int = 200_000,
+    path: Path | str, labels_path: Path | str, n: int, **mixture: float | int | bool
 ) -> None:
     """:func:`hierarchical_mixture` streamed to disk: ``x`` as a float16 ``(n, dim)`` ``.npy``
     at ``path`` (written through ``np.lib.format.open_memmap``, ``chunk`` rows at a time) and
     the component ids (int64) as ``.npy`` at ``labels_path``.
 
-    Same arguments and same points: ``np.load(path)`` equals
+    ``mixture``: the other arguments of :func:`hierarchical_mixture` (same defaults). Same
+    points: ``np.load(path)`` equals
     ``hierarchical_mixture(...)[0].astype(np.float16)`` exactly (float64 -> float32 ->
     float16, as the in-memory version rounds), and the random draws do not depend on
     ``chunk``. Memory: the component ids (``n`` int64, plus a transient copy while they are
@@ -101,10 +91,13 @@ def write_hierarchical_mixture(
     and renamed when complete, so an interrupted run leaves no file that looks finished.
     """
     path, labels_path = Path(path), Path(labels_path)
-    comp, chunks = _mixture(n, dim, n_super, n_sub, zipf_exponent, super_scale, sub_scale,
-                            noise, normalise, seed, chunk)  # fmt: skip
+    args = inspect.signature(hierarchical_mixture).bind(n, **mixture)
+    args.apply_defaults()
+    comp, chunks = _mixture(**args.arguments)
     tmp = path.with_name(path.name + ".tmp.npy")
-    x = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, dim))
+    x = np.lib.format.open_memmap(
+        tmp, mode="w+", dtype=np.float16, shape=(n, args.arguments["dim"])
+    )
     try:
         for a, b, xb in chunks:
             x[a:b] = xb
