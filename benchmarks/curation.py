@@ -219,8 +219,9 @@ def balance_runs(args: argparse.Namespace, defaults: dict) -> list[dict]:
             rows.append(
                 run_worker(__file__, {**base, "method": "project", "kwargs": defaults, "seed": s})
             )
-        for name, kw in VARIANTS.items():
-            spec = {**base, "method": name, "kwargs": {**defaults, **kw}, "seed": args.seeds[0]}
+        for name in args.variants:
+            spec = {**base, "method": name, "kwargs": {**defaults, **VARIANTS[name]},
+                    "seed": args.seeds[0]}  # fmt: skip
             rows.append(run_worker(__file__, spec))
         for s in args.ref_seeds:
             rows.append(run_worker(__file__, {**base, "method": "reference", "seed": s}))
@@ -242,10 +243,11 @@ def speed_runs(args: argparse.Namespace, defaults: dict) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--worker")
-    ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    ap.add_argument("--families", nargs="*", default=list(FAMILIES), choices=FAMILIES)
     ap.add_argument("--balance-n", type=int, default=100_000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--ref-seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--speed-sizes", type=int, nargs="*", default=[1_000_000])
     ap.add_argument("--speed-family", default="hier_norm", choices=FAMILIES[:3])
     ap.add_argument("--demo-project", type=Path, help="a project folder after `make demo`")
@@ -270,7 +272,7 @@ def main() -> None:
         "benchmark_wall_s": time.time() - t0,
         "load_average_at_end": os.getloadavg(),
         "project_defaults": defaults,
-        "variants": VARIANTS,
+        "variants": {k: VARIANTS[k] for k in args.variants},
         "reference": {"n_iter": REF_ITERS, "n_resampling_steps": REF_STEPS},
     }
     args.out.mkdir(parents=True, exist_ok=True)
