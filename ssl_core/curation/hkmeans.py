@@ -203,7 +203,7 @@ def _cluster_level(
             warm = c if resample_init == "warm" else None
             c = fit_centroids(xr[sel], k, seed=seeds[r + 1], init_centroids=warm, **km)
             lab, dist = assign(xr, c)
-    if xr is not xa or len(lab) != len(x):
+    if xr is not xa:  # the rounds saw a subsample: assign every point once
         lab, dist = assign(xa, c)
     return c, lab, dist
 

@@ -268,7 +268,7 @@ def kmeans_with_distances(
     L2 distance to its centroid (on the normalised rows when ``spherical``).
     """
     centroids = fit_centroids(x, k, **kwargs)
-    labels, dist = assign(_as_rows(x), centroids, normalise=kwargs.get("spherical", False))
+    labels, dist = assign(x, centroids, normalise=kwargs.get("spherical", False))
     return centroids, labels, dist
 
 
