@@ -14,11 +14,20 @@ paper notes stabilises early training.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-__all__ = ["DINOHead", "FeatureProjector", "build_mlp", "cancel_last_layer_gradients"]
+__all__ = [
+    "DINOHead",
+    "FeatureProjector",
+    "build_mlp",
+    "cancel_last_layer_gradients",
+    "last_layer_grads_off",
+]
 
 
 def build_mlp(
@@ -128,3 +137,23 @@ def cancel_last_layer_gradients(
         if "last_layer" in name:
             p.grad = None
     return True
+
+
+@contextmanager
+def last_layer_grads_off(model: nn.Module, off: bool) -> Iterator[None]:
+    """While ``off``, every trainable ``last_layer`` parameter stops requiring grad, so a forward
+    run inside builds no graph to it and backward skips its weight gradient (the largest GEMM of
+    a 65,536-prototype head). Use it while the last layer is frozen: the step drops that gradient
+    anyway (:func:`cancel_last_layer_gradients`), so the update is the same, bit for bit.
+    ``requires_grad`` is restored on exit. Not for DDP/FSDP-wrapped students, whose reducers
+    expect a gradient for every parameter registered as trainable."""
+    params = [p for n, p in model.named_parameters() if "last_layer" in n and p.requires_grad]
+    if off:
+        for p in params:
+            p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        if off:
+            for p in params:
+                p.requires_grad_(True)

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from ssl_core.data.masking import sample_masks
 from ssl_core.train.ssl_model import SSLModel
@@ -188,18 +189,20 @@ def _multicrop(model, student, losses, crops, patch_size, generator, temp, cfg, 
     globals_ = torch.cat(crops["global"])  # (n_g B, C, G, G), crop-major
     locals_ = torch.cat(crops["local"]) if crops["local"] else None  # (n_l B, C, L, L)
     masks = _block_masks(globals_, patch_size, cfg.mask_probability, cfg, generator)
-    with autocast(globals_.device):
+    with autocast(globals_.device), record_function("sslops.teacher_forward"):
         t_out = model.target.teacher_forward(globals_, masks)
         t_local = model.target.teacher_cls(locals_) if features and locals_ is not None else None
 
-    with autocast(globals_.device):
+    with autocast(globals_.device), record_function("sslops.student_forward"):
         s_out = student(globals_, locals_, masks, packed)
     if prototypes:
-        t_dino = losses.teacher_probs(t_out["dino_logits"], temp, losses.dino_center)
-        t_ibot = losses.teacher_probs(t_out["ibot_logits"], temp, losses.ibot_center)
-        n_crops = s_out["dino_logits"].shape[0] // b
-        dino = losses.dino(list(s_out["dino_logits"].chunk(n_crops)), list(t_dino.chunk(n_g)))
-        ibot = _ibot_term(losses, s_out, t_ibot, masks)
+        with record_function("sslops.teacher_targets"):
+            t_dino = losses.teacher_probs(t_out["dino_logits"], temp, losses.dino_center)
+            t_ibot = losses.teacher_probs(t_out["ibot_logits"], temp, losses.ibot_center)
+        with record_function("sslops.losses"):
+            n_crops = s_out["dino_logits"].shape[0] // b
+            dino = losses.dino(list(s_out["dino_logits"].chunk(n_crops)), list(t_dino.chunk(n_g)))
+            ibot = _ibot_term(losses, s_out, t_ibot, masks)
     else:
         dino = ibot = s_out["cls_global"].sum() * 0.0
     koleo = sum(losses.koleo(c) for c in s_out["cls_global"].chunk(n_g))

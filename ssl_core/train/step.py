@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from ssl_core.data.augment import MultiCropAugmentation
 from ssl_core.loss.centering import SoftmaxCenter, sinkhorn_knopp
@@ -34,7 +35,7 @@ from ssl_core.loss.dino import DINOLoss
 from ssl_core.loss.ibot import IBOTPatchLoss
 from ssl_core.loss.info_nce import InfoNCELoss
 from ssl_core.loss.koleo import KoLeoLoss
-from ssl_core.models.heads import cancel_last_layer_gradients
+from ssl_core.models.heads import cancel_last_layer_gradients, last_layer_grads_off
 from ssl_core.train.objectives import DISTILL_TARGETS, compute_terms
 from ssl_core.train.ssl_model import SSLModel
 
@@ -121,21 +122,25 @@ def train_step(
         ``ibot``, InfoNCE for ``splitmask``) and the entropies are of the teacher's patch
         scores (:mod:`ssl_core.train.objectives`), so the keys stay the same in every mode.
     """
-    crops = augment(images, generator=generator)
+    with record_function("sslops.augment"):
+        crops = augment(images, generator=generator)
     # TrainConfig.objective; DistillConfig.target picks prototypes and/or feature distillation
     objective = getattr(cfg, "objective", None) or DISTILL_TARGETS[cfg.target]
-    t = compute_terms(
-        objective,
-        model,
-        student,
-        losses,
-        crops,
-        augment.patch_size,
-        generator,
-        sched["teacher_temp"],
-        cfg,
-        packed,
-    )
+    frozen = sched["last_layer_lr_mult"] == 0.0
+    # a frozen last layer's gradient is dropped below: not computing it is the same update
+    with last_layer_grads_off(model.student, frozen and not _distributed()):
+        t = compute_terms(
+            objective,
+            model,
+            student,
+            losses,
+            crops,
+            augment.patch_size,
+            generator,
+            sched["teacher_temp"],
+            cfg,
+            packed,
+        )
     loss, dino, ibot, koleo = t.loss, t.dino, t.ibot, t.koleo
 
     lr, wd = sched["lr"], sched["wd"]
@@ -143,14 +148,17 @@ def train_step(
         g["lr"] = lr * g.get("lr_multiplier", 1.0)
         g["weight_decay"] = wd * g.get("wd_multiplier", 1.0)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    frozen = sched["last_layer_lr_mult"] == 0.0
-    cancel_last_layer_gradients(model.student, 0 if frozen else 1, 1)
-    grad_norm = torch.nn.utils.clip_grad_norm_(
-        [p for p in model.student.parameters() if p.grad is not None], cfg.grad_clip
-    )
-    optimizer.step()
-    model.update_teacher(sched["momentum"])
+    with record_function("sslops.backward"):
+        loss.backward()
+    with record_function("sslops.clip"):
+        cancel_last_layer_gradients(model.student, 0 if frozen else 1, 1)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for p in model.student.parameters() if p.grad is not None], cfg.grad_clip
+        )
+    with record_function("sslops.optimizer"):
+        optimizer.step()
+    with record_function("sslops.ema"):
+        model.update_teacher(sched["momentum"])
 
     with torch.no_grad():
         feats = F.normalize(t.teacher_cls.float(), dim=-1)
@@ -169,6 +177,12 @@ def train_step(
     if not isinstance(t.feature, float):
         rec["feature_loss"] = _float(t.feature)
     return {**rec, "feature_std": feature_std, "n_masked": t.n_masked}
+
+
+def _distributed() -> bool:
+    """True under torch.distributed (DDP/FSDP students expect every trainable parameter's
+    gradient, so the frozen-last-layer shortcut is off there)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def _float(x: Tensor | float) -> float:
