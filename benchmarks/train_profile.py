@@ -13,9 +13,9 @@ events, outermost only), averaged over the profiled steps; the first ``--warmup`
 unprofiled. Presets (``--preset``):
 
 * ``demo``: ``params.yaml``'s ``train:`` section as it is (the demo's teacher);
-* ``vits14``: ViT-S/14, 4 registers, 65,536 prototypes (DINOv2 head: 2048 hidden, 256
-  bottleneck), 2 x 56 px globals + 4 x 28 px locals, batch 64: the setting of issue #20's
-  comparison with lightly-train (the rest of the recipe from ``params.yaml``).
+* ``vits14``: the setting of issue #20's comparison with lightly-train
+  (``train_throughput.MATCHED``: ViT-S/14, 4 registers, 65,536 prototypes, 2 x 56 px globals +
+  4 x 28 px locals, batch 64, ...; the rest of the recipe from ``params.yaml``).
 
 Usage::
 
@@ -29,22 +29,32 @@ Results: ``benchmarks/results/train_profile.json`` (runs appended, keyed by pres
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import statistics
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI runs training (ssl_core/cli.py)
+import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile
 
+import ssl_core.models.block as block_mod
+import ssl_core.train.step as step_mod
+import ssl_core.train.trainer as trainer_mod
 from ssl_core.config import TrainConfig, load_params
 from ssl_core.train.runtime import Runtime
 from ssl_core.train.teacher import build_teacher_model
 from ssl_core.train.trainer import RunOptions, RunSpec, Trainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_throughput import MATCHED  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PHASES = (
@@ -58,25 +68,91 @@ PHASES = (
     "optimizer",
     "ema",
 )
-VITS14 = {
-    "preset": "small",
-    "image_size": 56,
-    "patch_size": 14,
-    "num_register_tokens": 4,
-    "out_dim": 65536,
-    "head_hidden_dim": 2048,
-    "head_bottleneck_dim": 256,
-    "n_local_crops": 4,
-    "batch_size": 64,
+
+
+def _getitem_drop_path(x, residual_func, drop_rate):  # noqa: ANN001, ANN202
+    """``drop_add_residual_stochastic_depth`` before issue #20: the branch input gathered with
+    ``x[index]`` (its backward an accumulating ``index_put``)."""
+    b = x.shape[0]
+    subset = max(int(b * (1.0 - drop_rate)), 1)
+    index = torch.randperm(b, device=x.device)[:subset]
+    residual = residual_func(x[index], index)
+    out = torch.index_add(x.flatten(1), 0, index, residual.to(x.dtype).flatten(1), alpha=b / subset)
+    return out.view_as(x)
+
+
+@contextlib.contextmanager
+def _never_off(model, off):  # noqa: ANN001, ANN202
+    yield
+
+
+SPEED_PATHS = {
+    "fused_adamw": (trainer_mod, "adamw_implementation", lambda _p: {"foreach": False}),
+    "frozen_grad_skip": (step_mod, "last_layer_grads_off", _never_off),
+    "index_select_drop_path": (block_mod, "drop_add_residual_stochastic_depth", _getitem_drop_path),
 }
-"""Issue #20's comparison setting (lightly-train's ``vits14``, crops 2 x 56 + 4 x 28)."""
+"""Issue #20's step changes, each replaceable by what ran before it (``--disable``): AdamW's
+per-parameter loop, the frozen last layer's weight gradient computed then dropped, and
+stochastic depth's gather through ``x[index]``."""
+
+
+def _put_back(trainer: Trainer, name: str, cache: dict[str, Any]) -> Any:
+    """Run ``name``'s pre-#20 code in ``trainer`` from now on; returns the undo callable. AdamW's
+    loop is a second optimiser over the same parameters (built once, its own moments)."""
+    if name == "fused_adamw":
+        fused = trainer.optimizer
+        if "loop" not in cache:
+            groups = [{**g, "fused": None, "foreach": False} for g in fused.param_groups]
+            cache["loop"] = torch.optim.AdamW(groups)
+        trainer.optimizer = cache["loop"]
+        return lambda: setattr(trainer, "optimizer", fused)
+    module, attr, before = SPEED_PATHS[name]
+    now = getattr(module, attr)
+    setattr(module, attr, before)
+    return lambda: setattr(module, attr, now)
+
+
+def run_ablation(trainer: Trainer, warmup: int, rounds: int, steps: int) -> dict[str, Any]:
+    """Each speed path put back alone, alternating with all of them on, in one process: per
+    round and variant ``steps`` timed steps (order rotated every round). Seconds per step
+    (median over rounds) per variant, and each change's saving against ``all``."""
+    loader = iter(trainer.loader())
+    variants = ["all", *SPEED_PATHS]
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    cache: dict[str, Any] = {}
+    for v in variants:  # warm-up: each variant's one-off costs (optimizer state, caches)
+        undo = _put_back(trainer, v, cache) if v != "all" else (lambda: None)
+        for _ in range(warmup):
+            trainer.step(next(loader)[0])
+        undo()
+    for r in range(rounds):
+        for v in variants[r % len(variants) :] + variants[: r % len(variants)]:
+            undo = _put_back(trainer, v, cache) if v != "all" else (lambda: None)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                trainer.step(next(loader)[0])
+            times[v].append((time.perf_counter() - t0) / steps)
+            undo()
+    med = {v: statistics.median(ts) for v, ts in times.items()}
+    return {
+        "ablation_s_per_step": times,
+        "ablation_median": med,
+        "saves_s_per_step": {v: med[v] - med["all"] for v in SPEED_PATHS},
+    }
+
+
+def disable(names: list[str]) -> None:
+    """Put back the pre-#20 code for the named speed paths (ablation; this process only)."""
+    for name in names:
+        module, attr, before = SPEED_PATHS[name]
+        setattr(module, attr, before)
 
 
 def recipe(preset: str, params: Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """``params.yaml``'s ``train:`` section, with the ``vits14`` setting on top when asked."""
     base = load_params(params).train.model_dump()
-    extra = VITS14 if preset == "vits14" else {}
-    return TrainConfig(**{**base, **extra, **(overrides or {}), "epochs": 1, "max_steps": None})
+    extra = MATCHED if preset == "vits14" else {"epochs": 1}
+    return TrainConfig(**{**base, **extra, **(overrides or {}), "max_steps": None})
 
 
 def build_trainer(cfg: TrainConfig, images: Path, out_dir: Path) -> Trainer:
@@ -142,7 +218,7 @@ def run_profile(trainer: Trainer, warmup: int, steps: int) -> dict[str, Any]:
     }
 
 
-def render_md(runs: list[dict[str, Any]]) -> str:
+def render_md(runs: list[dict[str, Any]], out_dir: Path) -> str:
     """One table row per (preset, tag) run: seconds per step and share of the step + loading."""
     cols = ["data_loading", *PHASES, "other"]
     head = "| preset | tag | img/s | s/step | " + " | ".join(cols) + " |"
@@ -164,11 +240,33 @@ def render_md(runs: list[dict[str, Any]]) -> str:
             + " | ".join(cells)
             + " |"
         )
+    lines += _ablation_lines(out_dir)
     lines += ["", "Runs:", ""]
     lines += [
         f"- {r['preset']}/{r['tag']}: `{r['command']}`, {r['date']}, {r['machine']}" for r in runs
     ]
     return "\n".join(lines) + "\n"
+
+
+def _ablation_lines(out_dir: Path) -> list[str]:
+    """The per-change table from ``train_ablation_<preset>.json`` files (``--ablate`` runs)."""
+    lines = []
+    for path in sorted(out_dir.glob("train_ablation_*.json")):
+        a = json.loads(path.read_text())
+        med, all_on = a["ablation_median"], a["ablation_median"]["all"]
+        lines += ["", f"### Each change on its own: {path.stem.removeprefix('train_ablation_')}",
+                  "", f"`{a['command']}` ({a.get('date', '')}): every speed path on, and each "
+                  "put back alone (the code before it), alternating in one process, order "
+                  "rotated per round; median s/step over rounds.", "",
+                  "| variant | s/step (median) | per round | saves s/step | share |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for v, ts in a["ablation_s_per_step"].items():
+            saved = med[v] - all_on if v != "all" else 0.0
+            name = "all on" if v == "all" else f"without {v}"
+            per = ", ".join(f"{t:.2f}" for t in ts)
+            lines.append(f"| {name} | {med[v]:.2f} | {per} | {saved:+.2f} | "
+                         f"{saved / med[v]:+.1%} |")  # fmt: skip
+    return lines
 
 
 def main() -> None:
@@ -180,15 +278,30 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--disable", nargs="*", default=[], choices=sorted(SPEED_PATHS),
+                    help="speed paths to replace by the code before them (ablation)")  # fmt: skip
+    ap.add_argument("--ablate", type=int, default=0, metavar="ROUNDS",
+                    help="instead of profiling: ROUNDS of each speed path put back alone vs all "
+                    "on, alternating in one process (--steps steps each)")  # fmt: skip
     args = ap.parse_args()
+    disable(args.disable)
     cfg = recipe(args.preset, args.params)
     with tempfile.TemporaryDirectory(prefix="sslops-profile-") as tmp:
         trainer = build_trainer(cfg, args.images, Path(tmp))
+        if args.ablate:
+            res = run_ablation(trainer, args.warmup, args.ablate, args.steps)
+            print(json.dumps(res, indent=1))
+            path = args.out / f"train_ablation_{args.preset}.json"
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            command = "python benchmarks/train_profile.py " + " ".join(sys.argv[1:])
+            path.write_text(json.dumps({**res, "command": command, "date": stamp}, indent=1))
+            return
         res = run_profile(trainer, args.warmup, args.steps)
     res.update(
         preset=args.preset,
         tag=args.tag,
-        command="python benchmarks/train_profile.py " + " ".join(os.sys.argv[1:]),
+        disabled=args.disable,
+        command="python benchmarks/train_profile.py " + " ".join(sys.argv[1:]),
         date=datetime.now(UTC).isoformat(timespec="seconds"),
         machine=f"{platform.machine()}, nproc {os.cpu_count()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}",
@@ -199,7 +312,7 @@ def main() -> None:
     runs = [r for r in runs if (r["preset"], r["tag"]) != (args.preset, args.tag)] + [res]
     args.out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"runs": runs}, indent=1))
-    (args.out / "train_profile.md").write_text(render_md(runs))
+    (args.out / "train_profile.md").write_text(render_md(runs, args.out))
 
 
 if __name__ == "__main__":
