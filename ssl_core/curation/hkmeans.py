@@ -36,7 +36,7 @@ from typing import Literal
 
 import numpy as np
 
-from ssl_core.curation.kmeans import assign, fit_centroids, kmeans_with_distances
+from ssl_core.curation.kmeans import assign, fit_centroids, kmeans_with_distances, l2_normalised
 from ssl_core.utils.atomic import umask_mode
 from ssl_core.utils.failpoints import failpoint
 from ssl_core.utils.hashing import record_files, verify_record
@@ -188,7 +188,7 @@ def _cluster_level(
     seeds = [int(s.generate_state(1)[0]) for s in ss.spawn(n_resampling + 2)]
     c, lab, dist = kmeans_with_distances(x, k, seed=seeds[0], **km)
     failpoint("kmeans.in_level")
-    xa = _normalised_copy(x) if km["spherical"] else x
+    xa = l2_normalised(x) if km["spherical"] else x
     xr = xa
     if n_resampling and resample_ppc > 0 and k * resample_ppc < len(x):
         rng = np.random.default_rng(seeds[-1])
@@ -206,12 +206,6 @@ def _cluster_level(
     if xr is not xa:  # the rounds saw a subsample: assign every point once
         lab, dist = assign(xa, c)
     return c, lab, dist
-
-
-def _normalised_copy(x: np.ndarray) -> np.ndarray:
-    """One L2-normalised float32 copy of the level's points (float16 input upcast first)."""
-    x32 = np.array(x, dtype=np.float32)
-    return np.divide(x32, np.maximum(np.linalg.norm(x32, axis=1, keepdims=True), 1e-12), out=x32)
 
 
 def hierarchical_kmeans(

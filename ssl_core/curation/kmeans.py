@@ -39,6 +39,7 @@ __all__ = [
     "kmeans_plus_plus",
     "default_trials",
     "assign",
+    "l2_normalised",
     "use_gpu",
 ]
 
@@ -69,9 +70,12 @@ def _as_f32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def _l2_normalise(x: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return _as_f32(x / np.maximum(n, 1e-12))
+def l2_normalised(x: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+    """A new contiguous float32 array of the L2-normalised rows ``x[idx]`` (all rows when
+    ``idx`` is None; float16 and memmaps read row by row as NumPy does). The normalisation runs
+    in place on the one copy the float32 conversion (or the row selection) makes."""
+    xb = np.array(x, dtype=np.float32) if idx is None else np.asarray(x[idx], dtype=np.float32)
+    return np.divide(xb, np.maximum(np.linalg.norm(xb, axis=1, keepdims=True), 1e-12), out=xb)
 
 
 def _as_rows(x: np.ndarray) -> np.ndarray:
@@ -92,8 +96,9 @@ def _f32_rows(x: np.ndarray, idx: np.ndarray | None = None, normalise: bool = Fa
     Only the selected rows are read and converted; for a float32 in-memory ``x`` without
     ``idx`` and ``normalise`` this is ``x`` itself (no copy).
     """
-    xb = _as_f32(x if idx is None else x[idx])
-    return _l2_normalise(xb) if normalise else xb
+    if normalise:
+        return l2_normalised(x, idx)
+    return _as_f32(x if idx is None else x[idx])
 
 
 def _flat_index(d: int, metric: Literal["l2", "ip"] = "l2") -> faiss.Index:

@@ -25,6 +25,10 @@ __all__ = [
 ]
 
 
+CHUNK_ROWS = 200_000
+"""Rows generated (and written) per chunk: bounds the generators' transient memory."""
+
+
 def zipf_sizes(n: int, n_components: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
     """Split ``n`` points into ``n_components`` sizes proportional to ``1 / rank**exponent``.
 
@@ -54,7 +58,7 @@ def hierarchical_mixture(
     noise: float = 0.35,
     normalise: bool = True,
     seed: int = 0,
-    chunk: int = 200_000,
+    chunk: int = CHUNK_ROWS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hierarchy of ``n_super`` super-clusters x ``n_sub`` sub-clusters with Zipf sizes.
 
@@ -154,6 +158,7 @@ def unequal_spread_mixture(
     spread_ratio: float = 10.0,
     noise: float = 0.35,
     seed: int = 0,
+    chunk: int = CHUNK_ROWS,
     **mixture: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`hierarchical_mixture` (not normalised) whose components have very unequal spreads.
@@ -164,12 +169,14 @@ def unequal_spread_mixture(
     spends centroids on wide components, so this family tests whether curation still covers the
     tight, small ones. Other keyword arguments go to :func:`hierarchical_mixture`.
     """
-    centres, comp = hierarchical_mixture(n, dim, noise=0.0, normalise=False, seed=seed, **mixture)
+    centres, comp = hierarchical_mixture(
+        n, dim, noise=0.0, normalise=False, seed=seed, chunk=chunk, **mixture
+    )
     rng = np.random.default_rng([seed, 1])
     half = np.log(spread_ratio) / 2
     r = np.exp(rng.uniform(-half, half, int(comp.max()) + 1))
-    for a in range(0, n, 200_000):
-        b = min(n, a + 200_000)
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
         scale = (noise / np.sqrt(dim)) * r[comp[a:b], None]
         centres[a:b] += (rng.standard_normal((b - a, dim)) * scale).astype(np.float32)
     return centres, comp

@@ -15,10 +15,8 @@ import os
 import numpy as np
 
 from ssl_core.config import Params
-from ssl_core.curation.distributed_kmeans import (
-    distributed_hierarchical_kmeans,
-    process_group_from_env,
-)
+from ssl_core.curation.collectives import process_group_from_env
+from ssl_core.curation.distributed_kmeans import distributed_hierarchical_kmeans
 from ssl_core.stages.cluster import inputs, write_outputs
 from ssl_core.stages.common import StageRun
 

@@ -9,12 +9,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ssl_core.curation.distributed_kmeans import (
-    Comm,
-    closest_mask,
-    distributed_hierarchical_kmeans,
-    shard_bounds,
-)
+from ssl_core.curation.collectives import Comm, shard_bounds
+from ssl_core.curation.distributed_kmeans import closest_mask, distributed_hierarchical_kmeans
 from ssl_core.curation.hkmeans import closest_per_cluster
 from ssl_core.curation.sampling import balanced_sample
 from ssl_core.curation.synthetic import hierarchical_mixture
