@@ -360,6 +360,7 @@ def render_md(runs: list[dict]) -> str:
             f"{s['max_points_per_centroid']}, target {s['target_size']:,} ({s['strategy']})",
             f"- data: {d['disk_bytes'] / 2**30:.2f} GiB on disk (float16 + int64 labels); "
             f"generation {gen}",
+            *([f"- note: {m['note']}"] if m.get("note") else []),
             f"- hkmeans {w['hkmeans_s']:.0f} s (entry {w['entry_s']:.0f} s, levels "
             f"{', '.join(f'{v:.0f}' for v in w['level_s'])} s; CPU time {w['hkmeans_cpu_s']:.0f} s); "
             f"sampling {w['sampling_s']:.1f} s",
