@@ -42,13 +42,17 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI runs training (ssl_core/cli.py)
+import kornia.augmentation as KA
 import torch  # noqa: E402
+from kornia.enhance import adjust_hue
 from torch.profiler import ProfilerActivity, profile
 
+import ssl_core.data.augment as augment_mod
 import ssl_core.models.block as block_mod
 import ssl_core.train.step as step_mod
 import ssl_core.train.trainer as trainer_mod
 from ssl_core.config import TrainConfig, load_params
+from ssl_core.data.color import adjust_hue_fast
 from ssl_core.train.runtime import Runtime
 from ssl_core.train.teacher import build_teacher_model
 from ssl_core.train.trainer import RunOptions, RunSpec, Trainer
@@ -90,10 +94,11 @@ SPEED_PATHS = {
     "fused_adamw": (trainer_mod, "adamw_implementation", lambda _p: {"foreach": False}),
     "frozen_grad_skip": (step_mod, "last_layer_grads_off", _never_off),
     "index_select_drop_path": (block_mod, "drop_add_residual_stochastic_depth", _getitem_drop_path),
+    "fast_hue": (augment_mod, "ColorJitter", KA.ColorJitter),
 }
 """Issue #20's step changes, each replaceable by what ran before it (``--disable``): AdamW's
-per-parameter loop, the frozen last layer's weight gradient computed then dropped, and
-stochastic depth's gather through ``x[index]``."""
+per-parameter loop, the frozen last layer's weight gradient computed then dropped,
+stochastic depth's gather through ``x[index]``, and kornia's own hue step in the colour jitter."""
 
 
 def _put_back(trainer: Trainer, name: str, cache: dict[str, Any]) -> Any:
@@ -106,6 +111,12 @@ def _put_back(trainer: Trainer, name: str, cache: dict[str, Any]) -> Any:
             cache["loop"] = torch.optim.AdamW(groups)
         trainer.optimizer = cache["loop"]
         return lambda: setattr(trainer, "optimizer", fused)
+    if name == "fast_hue":  # the jitters already built: swap their hue step
+        jitters = [m for pipe in trainer.augment._pipes.values() for m in pipe
+                   if isinstance(m, augment_mod.ColorJitter)]  # fmt: skip
+        for j in jitters:
+            j._hue_fn = adjust_hue
+        return lambda: [setattr(j, "_hue_fn", adjust_hue_fast) for j in jitters]
     module, attr, before = SPEED_PATHS[name]
     now = getattr(module, attr)
     setattr(module, attr, before)
@@ -257,7 +268,8 @@ def _ablation_lines(out_dir: Path) -> list[str]:
         lines += ["", f"### Each change on its own: {path.stem.removeprefix('train_ablation_')}",
                   "", f"`{a['command']}` ({a.get('date', '')}): every speed path on, and each "
                   "put back alone (the code before it), alternating in one process, order "
-                  "rotated per round; median s/step over rounds.", "",
+                  "rotated per round; median s/step over rounds." + (f" Note: {a['note']}."
+                  if a.get("note") else ""), "",
                   "| variant | s/step (median) | per round | saves s/step | share |",
                   "|---|---|---|---|---|"]  # fmt: skip
         for v, ts in a["ablation_s_per_step"].items():

@@ -26,6 +26,7 @@ import kornia.augmentation as KA
 import torch
 from torch import nn
 
+from ssl_core.data.color import ColorJitter
 from ssl_core.data.normalize import normalize
 
 __all__ = ["IdenticalViews", "MultiCropAugmentation", "MultiCropConfig"]
@@ -130,7 +131,7 @@ class MultiCropAugmentation:
         ops: list[nn.Module] = [
             KA.RandomResizedCrop((size, size), scale=scale, resample=c.interpolation),
             KA.RandomHorizontalFlip(p=c.flip_prob),
-            KA.ColorJitter(
+            ColorJitter(  # kornia's, with a faster hue step (ssl_core.data.color)
                 c.jitter_brightness,
                 c.jitter_contrast,
                 c.jitter_saturation if colour else 0.0,

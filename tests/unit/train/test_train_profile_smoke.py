@@ -41,3 +41,5 @@ def test_profile_and_ablation_on_a_tiny_recipe(profile_mod, image_pool, tiny_tra
     # every speed path is back in place and the trainer steps with its own optimiser again
     assert {n: getattr(m, a) for n, (m, a, _) in profile_mod.SPEED_PATHS.items()} == originals
     assert trainer.optimizer is optimizer
+    jitters = [m for p in trainer.augment._pipes.values() for m in p if hasattr(m, "_hue_fn")]
+    assert jitters and all(j._hue_fn is profile_mod.adjust_hue_fast for j in jitters)
