@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ssl_core.utils.distributed import distributed_on
+
 __all__ = ["Comm", "process_group_from_env", "shard_bounds"]
 
 
@@ -32,7 +34,7 @@ class Comm:
     """
 
     def __init__(self, group: dist.ProcessGroup | None = None, local: bool = False) -> None:
-        self.on = not local and dist.is_available() and dist.is_initialized()
+        self.on = not local and distributed_on()
         self.group = group
         self.world = dist.get_world_size(group) if self.on else 1
         self.rank = dist.get_rank(group) if self.on else 0

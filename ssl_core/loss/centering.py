@@ -19,11 +19,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ssl_core.utils.distributed import distributed_on
+
 __all__ = ["SoftmaxCenter", "sinkhorn_knopp"]
-
-
-def _dist_on() -> bool:
-    return dist.is_available() and dist.is_initialized()
 
 
 @torch.no_grad()
@@ -37,9 +35,9 @@ def sinkhorn_knopp(
     on the result, it only avoids overflow for small temperatures.
     """
     t = teacher_logits.float()
-    world_size = dist.get_world_size() if _dist_on() else 1
+    world_size = dist.get_world_size() if distributed_on() else 1
     t_max = t.max()
-    if _dist_on():
+    if distributed_on():
         dist.all_reduce(t_max, op=dist.ReduceOp.MAX)
     Q = torch.exp((t - t_max) / teacher_temp).t()  # K x B, notation of the SwAV paper
     B = Q.shape[1] * world_size  # number of samples to assign
@@ -47,14 +45,14 @@ def sinkhorn_knopp(
 
     # make the matrix sum to 1
     sum_Q = Q.sum()
-    if _dist_on():
+    if distributed_on():
         dist.all_reduce(sum_Q)
     Q /= sum_Q
 
     for _ in range(n_iterations):
         # rows: total weight per prototype must be 1/K
         sum_of_rows = Q.sum(dim=1, keepdim=True)
-        if _dist_on():
+        if distributed_on():
             dist.all_reduce(sum_of_rows)
         Q /= sum_of_rows
         Q /= K
@@ -91,7 +89,7 @@ class SoftmaxCenter(nn.Module):
         flat = logits.detach().float().reshape(-1, logits.shape[-1])
         batch_sum = flat.sum(dim=0, keepdim=True)
         n = torch.tensor(float(flat.shape[0]), device=flat.device)
-        if _dist_on():
+        if distributed_on():
             dist.all_reduce(batch_sum)
             dist.all_reduce(n)
         batch_center = batch_sum / n

@@ -38,6 +38,7 @@ from ssl_core.loss.koleo import KoLeoLoss
 from ssl_core.models.heads import cancel_last_layer_gradients, last_layer_grads_off
 from ssl_core.train.objectives import DISTILL_TARGETS, compute_terms
 from ssl_core.train.ssl_model import SSLModel
+from ssl_core.utils.distributed import distributed_on
 
 __all__ = ["INFO_NCE_TEMP", "Losses", "resolve_packed", "softmax_entropies", "train_step"]
 
@@ -128,7 +129,8 @@ def train_step(
     objective = getattr(cfg, "objective", None) or DISTILL_TARGETS[cfg.target]
     frozen = sched["last_layer_lr_mult"] == 0.0
     # a frozen last layer's gradient is dropped below: not computing it is the same update
-    with last_layer_grads_off(model.student, frozen and not _distributed()):
+    # (single process only: DDP/FSDP reducers expect every trainable parameter's gradient)
+    with last_layer_grads_off(model.student, frozen and not distributed_on()):
         t = compute_terms(
             objective,
             model,
@@ -177,12 +179,6 @@ def train_step(
     if not isinstance(t.feature, float):
         rec["feature_loss"] = _float(t.feature)
     return {**rec, "feature_std": feature_std, "n_masked": t.n_masked}
-
-
-def _distributed() -> bool:
-    """True under torch.distributed (DDP/FSDP students expect every trainable parameter's
-    gradient, so the frozen-last-layer shortcut is off there)."""
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def _float(x: Tensor | float) -> float:
