@@ -51,14 +51,11 @@ import ssl_core.data.augment as augment_mod
 import ssl_core.models.block as block_mod
 import ssl_core.train.step as step_mod
 import ssl_core.train.trainer as trainer_mod
-from ssl_core.config import TrainConfig, load_params
 from ssl_core.data.color import adjust_hue_fast
-from ssl_core.train.runtime import Runtime
-from ssl_core.train.teacher import build_teacher_model
-from ssl_core.train.trainer import RunOptions, RunSpec, Trainer
+from ssl_core.train.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import MATCHED  # noqa: E402
+from train_throughput import build_trainer, recipe  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PHASES = (
@@ -157,28 +154,6 @@ def disable(names: list[str]) -> None:
     for name in names:
         module, attr, before = SPEED_PATHS[name]
         setattr(module, attr, before)
-
-
-def recipe(preset: str, params: Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """``params.yaml``'s ``train:`` section, with the ``vits14`` setting on top when asked."""
-    base = load_params(params).train.model_dump()
-    extra = MATCHED if preset == "vits14" else {"epochs": 1}
-    return TrainConfig(**{**base, **extra, **(overrides or {}), "max_steps": None})
-
-
-def build_trainer(cfg: TrainConfig, images: Path, out_dir: Path) -> Trainer:
-    """A :class:`Trainer` over every image file in ``images`` (sorted), writing to ``out_dir``."""
-    paths = sorted(p.name for p in images.iterdir() if p.suffix.lower() in {".png", ".jpg"})
-    spec = RunSpec(
-        cfg=cfg,
-        model=build_teacher_model(cfg),
-        image_size=cfg.image_size,
-        root=images,
-        paths=paths,
-        out_dir=out_dir,
-        config_json={"role": "profile"},
-    )
-    return Trainer(spec, Runtime.start(cfg.num_threads), RunOptions(resume=False, progress=False))
 
 
 def _phase_seconds(prof: profile) -> dict[str, float]:
@@ -297,7 +272,7 @@ def main() -> None:
                     "on, alternating in one process (--steps steps each)")  # fmt: skip
     args = ap.parse_args()
     disable(args.disable)
-    cfg = recipe(args.preset, args.params)
+    cfg = recipe(args.preset, args.params, max_steps=None)
     with tempfile.TemporaryDirectory(prefix="sslops-profile-") as tmp:
         trainer = build_trainer(cfg, args.images, Path(tmp))
         if args.ablate:

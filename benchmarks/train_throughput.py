@@ -16,7 +16,7 @@ its median.
   recipe and :data:`MATCHED` on top.
 * **lightly**: ``lightly_train.pretrain(method="dinov2")`` 0.18, installed by
   ``benchmarks/lightly_train_peer.py`` into a throwaway virtualenv (never a project
-  dependency); its settings and what it forces are in that module's docstring.
+  dependency); its settings and what it forces: ``benchmarks/lightly_train_worker.py``'s docstring.
 
 Matched settings (:data:`MATCHED`): ViT-S/14, 4 registers, 56 px globals x 2 + 28 px locals x 4,
 batch 64, DINO head 384-2048-2048-256 -> 65,536 prototypes shared with iBOT, masks on half the
@@ -50,7 +50,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # both sides' processes inherit it: idle OpenMP threads sleep instead of spinning, as the
 # project's CLI runs training (ssl_core/cli.py); same environment for both
@@ -58,6 +58,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from lightly_train_peer import ensure_venv, run_lightly, steady_images_per_s  # noqa: E402
+from lightly_train_worker import vm_hwm_mb  # noqa: E402
+
+if TYPE_CHECKING:
+    from ssl_core.config import TrainConfig
+    from ssl_core.train.trainer import Trainer
 
 RESULTS = HERE / "results"
 BENCH_DIR = Path(tempfile.gettempdir()) / "sslops-bench"
@@ -113,19 +118,40 @@ def write_images(n: int, out: Path) -> Path:
 # ------------------------------------------------------------------------ project worker
 
 
-def project_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """In a fresh process: train ``spec["steps"]`` steps with the project's loop; timings."""
-    t_main = time.time()
+def recipe(preset: str, params: Path, **overrides: Any) -> TrainConfig:
+    """``params.yaml``'s ``train:`` section with :data:`MATCHED` on top (``vits14``) or one
+    epoch (``demo``), then ``overrides``."""
     from ssl_core.config import TrainConfig, load_params
+
+    base = load_params(params).train.model_dump()
+    extra = MATCHED if preset == "vits14" else {"epochs": 1}
+    return TrainConfig(**{**base, **extra, **overrides})
+
+
+def build_trainer(cfg: TrainConfig, images: Path, out_dir: Path, on_step: Any = None) -> Trainer:
+    """The project's :class:`Trainer` over every image file in ``images`` (sorted), writing to
+    ``out_dir``; no resume, no progress bar."""
     from ssl_core.train.runtime import Runtime
     from ssl_core.train.teacher import build_teacher_model
     from ssl_core.train.trainer import RunOptions, RunSpec, Trainer
 
+    paths = sorted(p.name for p in images.iterdir() if p.suffix.lower() in {".png", ".jpg"})
+    spec = RunSpec(cfg, build_teacher_model(cfg), cfg.image_size, images, paths, out_dir,
+                   {"role": "benchmark"})  # fmt: skip
+    opts = RunOptions(resume=False, progress=False, on_step=on_step)
+    return Trainer(spec, Runtime.start(cfg.num_threads), opts)
+
+
+def project_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """In a fresh process: train ``spec["steps"]`` steps with the project's loop; timings."""
+    t_main = time.time()
+    import torch
+
+    import ssl_core.train.teacher  # noqa: F401  (the imports a run pays for, timed here)
+    import ssl_core.train.trainer  # noqa: F401
+
     t_imported = time.time()
-    base = load_params(spec["params"]).train.model_dump()
-    cfg = TrainConfig(**{**base, **MATCHED, "max_steps": spec["steps"]})
-    images = Path(spec["images_dir"])
-    paths = sorted(p.name for p in images.iterdir() if p.suffix == ".png")
+    cfg = recipe("vits14", Path(spec["params"]), max_steps=spec["steps"])
     starts: list[float] = []
     ends: list[float] = []
     peak: list[float] = []
@@ -133,17 +159,12 @@ def project_worker(spec: dict[str, Any]) -> dict[str, Any]:
     def on_step(step: int, _rec: dict[str, float]) -> None:
         ends.append(time.time())
         if step == spec["steps"]:  # before the final checkpoint is written
-            peak.append(_vm_hwm_mb())
+            peak.append(vm_hwm_mb())
 
     with tempfile.TemporaryDirectory(prefix="sslops-throughput-") as out:
-        spec_ = RunSpec(cfg, build_teacher_model(cfg), cfg.image_size, images, paths, Path(out),
-                        {"role": "benchmark"})  # fmt: skip
-        opts = RunOptions(resume=False, progress=False, on_step=on_step)
-        trainer = Trainer(spec_, Runtime.start(cfg.num_threads), opts)
+        trainer = build_trainer(cfg, Path(spec["images_dir"]), Path(out), on_step)
         starts.append(time.time())  # the loop starts: first batch load is step 1's cost
         trainer.train()
-    import torch
-
     return {
         "step_end_times": ends,
         "t_process_start": spec["t_spawn"],
@@ -151,18 +172,11 @@ def project_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "t_imported": t_imported,
         "t_first_step_start": starts[0],
         "batch_size": cfg.batch_size,
-        "peak_rss_mb": peak[0] if peak else _vm_hwm_mb(),
+        "peak_rss_mb": peak[0] if peak else vm_hwm_mb(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "settings": {k: getattr(cfg, k) for k in MATCHED},
     }
-
-
-def _vm_hwm_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def run_project(images: Path, steps: int, params: Path, timeout_s: float) -> dict[str, Any]:
@@ -212,8 +226,8 @@ def alternate(args: argparse.Namespace, images: Path, lightly_python: Path) -> l
 def aggregate(runs: list[dict]) -> dict[str, Any]:
     """Medians per side and the per-round project / lightly ratios."""
     by = {s: [r for r in runs if r["side"] == s] for s in ("project", "lightly")}
-    med = {s: {k: statistics.median(r[k] for r in rs)
-               for k in ("images_per_s", "startup_s", "peak_rss_mb")} for s, rs in by.items()}  # fmt: skip
+    keys = ("images_per_s", "startup_s", "peak_rss_mb")
+    med = {s: {k: statistics.median(r[k] for r in rs) for k in keys} for s, rs in by.items()}
     ratios = [
         p["images_per_s"] / q["images_per_s"]
         for p, q in zip(by["project"], by["lightly"], strict=True)
