@@ -31,7 +31,8 @@ float rounding. Differs from the faiss path (``hkmeans``): Lloyd uses every poin
 
 Run: ``torchrun --nproc_per_node 2 -m ssl_core.launch.job clusters --params FILE`` (what the
 clusters stage submits when ``launch.clusters`` asks for more than one rank); gloo on CPU,
-NCCL on GPU (see :func:`ssl_core.curation.collectives.process_group_from_env`); with no process group it runs on one rank.
+NCCL on GPU (see :func:`ssl_core.curation.collectives.process_group_from_env`); with no
+process group it runs on one rank.
 """
 
 from __future__ import annotations

@@ -273,7 +273,8 @@ def hierarchical_kmeans(
               "max_ppc": max_points_per_centroid, "tol": tol, "kpp_trials": kpp_trials,
               "resample_ppc": resample_points_per_centroid, "v": 2}  # fmt: skip
     km = {"n_iter": n_iter, "init": init, "spherical": spherical, "kpp_sample": kpp_sample,
-          "kpp_trials": kpp_trials, "max_points_per_centroid": max_points_per_centroid, "tol": tol}  # fmt: skip
+          "kpp_trials": kpp_trials, "max_points_per_centroid": max_points_per_centroid,
+          "tol": tol}  # fmt: skip
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)
@@ -291,8 +292,10 @@ def hierarchical_kmeans(
         else:
             n = len(cur)
             lvl_seed = int(np.random.SeedSequence([seed, lvl]).generate_state(1)[0])
-            c, lab, dist = _cluster_level(cur, k, steps[lvl], ratios[lvl], lvl_seed, resample_init, km,
-                                          resample_points_per_centroid)  # fmt: skip
+            c, lab, dist = _cluster_level(
+                cur, k, steps[lvl], ratios[lvl], lvl_seed, resample_init, km,
+                resample_points_per_centroid,
+            )  # fmt: skip
             if ckpt is not None:
                 _save_level(ckpt, stem, (c, lab, dist))
             if progress:
