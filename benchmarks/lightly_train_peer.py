@@ -51,6 +51,9 @@ DEFAULT_SPEC: dict[str, Any] = {
     "output_dim": 65536,
     "num_workers": 0,
     "seed": 0,
+    # lightly-train's own choice on a CPU: its precision="auto" is bf16-mixed only with a CUDA
+    # GPU that supports bf16, else 32-true (train_helpers.get_precision, 0.18)
+    "precision": "32-true",
 }
 _INSTALL_RECORD = "sslops-install.json"
 _TV_PATCH_MARK = "sslops-bench: guard for CPU torch"

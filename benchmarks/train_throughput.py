@@ -18,11 +18,21 @@ its median.
   ``benchmarks/lightly_train_peer.py`` into a throwaway virtualenv (never a project
   dependency); its settings and what it forces: ``benchmarks/lightly_train_worker.py``'s docstring.
 
+Precision (:data:`SIDES`): each tool runs once with its own default on this CPU and once with
+the other precision, so that every ratio is also read at identical precision:
+
+* ``project``: ``train.precision: auto`` from params.yaml (bf16 autocast on a CPU with AMX /
+  AVX512-BF16 units, else fp32; ``ssl_core/train/precision.py``); the resolved value is shown;
+* ``project_fp32``: ``precision: fp32``;
+* ``lightly``: ``precision="32-true"``, what lightly-train's ``precision="auto"`` picks on a CPU
+  (bf16-mixed only on a CUDA GPU);
+* ``lightly_bf16``: ``precision="bf16-mixed"`` (Lightning's ``torch.autocast("cpu", bf16)``).
+
 Matched settings (:data:`MATCHED`): ViT-S/14, 4 registers, 56 px globals x 2 + 28 px locals x 4,
 batch 64, DINO head 384-2048-2048-256 -> 65,536 prototypes shared with iBOT, masks on half the
 globals (ratio 0.1-0.5), KoLeo, softmax centring (lightly's default), drop-path 0.1 (linear over
 depth), layer-scale 1e-5, layer-wise lr decay 0.9, clip 3.0, last layer frozen for the whole
-run (lightly freezes it for 1,250 steps), fp32, no DataLoader workers, torch threads = cores,
+run (lightly freezes it for 1,250 steps), no DataLoader workers, torch threads = cores,
 ``OMP_WAIT_POLICY=PASSIVE`` for both (the project's CLI sets it; without it, lightly-train's
 steps took 2.4x as long next to a background process in a smoke run, the project's 1.1x).
 
@@ -33,6 +43,7 @@ Usage::
 
     .venv/bin/python benchmarks/train_throughput.py                  # 3 rounds x 12 steps
     .venv/bin/python benchmarks/train_throughput.py --rounds 1 --steps 5 --tag smoke
+    .venv/bin/python benchmarks/train_throughput.py --sides project lightly   # two sides only
 
 Results: ``benchmarks/results/train_throughput.json`` (runs kept by tag) and ``.md``.
 """
@@ -98,6 +109,21 @@ MATCHED: dict[str, Any] = {
 }
 """Project recipe keys set to lightly-train's ``dinov2`` settings (module docstring)."""
 
+SIDES: dict[str, tuple[str, str]] = {
+    "project": ("project", "params"),  # params.yaml's train.precision (auto)
+    "project_fp32": ("project", "fp32"),
+    "lightly": ("lightly", "32-true"),  # lightly-train's own choice on a CPU
+    "lightly_bf16": ("lightly", "bf16-mixed"),
+}
+"""Side name -> (tool, precision) (module docstring)."""
+
+PAIRS: dict[str, tuple[str, str]] = {
+    "each tool's default": ("project", "lightly"),
+    "project default vs lightly bf16-mixed": ("project", "lightly_bf16"),
+    "both fp32": ("project_fp32", "lightly"),
+}
+"""Ratio name -> (project side, lightly side); a ratio per round where both sides ran."""
+
 
 def write_images(n: int, out: Path) -> Path:
     """The first ``n`` Fashion-MNIST training images as PNGs in ``out`` (kept when complete)."""
@@ -149,9 +175,11 @@ def project_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     import ssl_core.train.teacher  # noqa: F401  (the imports a run pays for, timed here)
     import ssl_core.train.trainer  # noqa: F401
+    from ssl_core.train.precision import resolve_precision
 
     t_imported = time.time()
-    cfg = recipe("vits14", Path(spec["params"]), max_steps=spec["steps"])
+    extra = {} if spec["precision"] == "params" else {"precision": spec["precision"]}
+    cfg = recipe("vits14", Path(spec["params"]), max_steps=spec["steps"], **extra)
     starts: list[float] = []
     ends: list[float] = []
     peak: list[float] = []
@@ -175,13 +203,18 @@ def project_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mb": peak[0] if peak else vm_hwm_mb(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "precision": resolve_precision(cfg.precision, torch.device("cpu")),
         "settings": {k: getattr(cfg, k) for k in MATCHED},
     }
 
 
-def run_project(images: Path, steps: int, params: Path, timeout_s: float) -> dict[str, Any]:
-    """:func:`project_worker` in a fresh process of this interpreter."""
-    spec = {"images_dir": str(images), "steps": steps, "params": str(params.resolve())}
+def run_project(
+    images: Path, steps: int, params: Path, timeout_s: float, precision: str = "params"
+) -> dict[str, Any]:
+    """:func:`project_worker` in a fresh process of this interpreter (``precision``: a
+    ``train.precision`` value, or ``params`` for params.yaml's)."""
+    spec = {"images_dir": str(images), "steps": steps, "params": str(params.resolve()),
+            "precision": precision}  # fmt: skip
     spec["t_spawn"] = time.time()
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
@@ -202,49 +235,94 @@ def summarise(res: dict[str, Any], warmup: int) -> dict[str, float]:
     }
 
 
+def _run_side(side: str, args: argparse.Namespace, images: Path, lightly_python: Path) -> dict:
+    tool, precision = SIDES[side]
+    if tool == "project":
+        return run_project(images, args.steps, args.params, args.timeout, precision)
+    return run_lightly(lightly_python, images, BENCH_DIR / "lightly-run", args.steps,
+                       timeout_s=args.timeout, extra={"precision": precision})  # fmt: skip
+
+
 def alternate(args: argparse.Namespace, images: Path, lightly_python: Path) -> list[dict]:
-    """``rounds`` x (project, lightly), order flipped every round; one summary per run."""
+    """``rounds`` x every side of ``args.sides``, the order rotated by one every round."""
     runs = []
     for r in range(args.rounds):
-        order = ["project", "lightly"] if r % 2 == 0 else ["lightly", "project"]
-        for side in order:
+        k = r % len(args.sides)
+        for side in args.sides[k:] + args.sides[:k]:
             t = time.time()
-            if side == "project":
-                res = run_project(images, args.steps, args.params, args.timeout)
-            else:
-                res = run_lightly(lightly_python, images, BENCH_DIR / "lightly-run", args.steps,
-                                  timeout_s=args.timeout)  # fmt: skip
+            res = _run_side(side, args, images, lightly_python)
             row = {"round": r, "side": side, **summarise(res, args.warmup)}
+            row["precision"] = res.get("precision") or res["settings"]["precision"]
             row["load_avg_1m"] = os.getloadavg()[0]
-            print(f"round {r} {side}: {row['images_per_s']:.2f} img/s, startup "
-                  f"{row['startup_s']:.1f} s, peak {row['peak_rss_mb']:.0f} MB "
+            print(f"round {r} {side} ({row['precision']}): {row['images_per_s']:.2f} img/s, "
+                  f"startup {row['startup_s']:.1f} s, peak {row['peak_rss_mb']:.0f} MB "
                   f"({time.time() - t:.0f} s)", flush=True)  # fmt: skip
             runs.append({**row, "raw": res})
     return runs
 
 
 def aggregate(runs: list[dict]) -> dict[str, Any]:
-    """Medians per side and the per-round project / lightly ratios."""
-    by = {s: [r for r in runs if r["side"] == s] for s in ("project", "lightly")}
+    """Medians per side and, per :data:`PAIRS` entry whose sides both ran, the per-round ratios
+    project / lightly and their median."""
+    by: dict[str, list[dict]] = {}
+    for r in runs:
+        by.setdefault(r["side"], []).append(r)
     keys = ("images_per_s", "startup_s", "peak_rss_mb")
     med = {s: {k: statistics.median(r[k] for r in rs) for k in keys} for s, rs in by.items()}
-    ratios = [
-        p["images_per_s"] / q["images_per_s"]
-        for p, q in zip(by["project"], by["lightly"], strict=True)
+    pairs = {}
+    for name, (a, b) in PAIRS.items():
+        if a in by and b in by:
+            ratios = [p["images_per_s"] / q["images_per_s"]
+                      for p, q in zip(by[a], by[b], strict=True)]  # fmt: skip
+            pairs[name] = {"sides": [a, b], "ratios": ratios, "median": statistics.median(ratios)}
+    return {"median": med, "pairs": pairs}
+
+
+def _cpu_units() -> str:
+    """The CPU's bf16 matrix units as the precision choice sees them."""
+    import torch
+
+    cpu = torch.cpu
+    return (f"AMX tiles {cpu._is_amx_tile_supported()}, AVX512-BF16 "
+            f"{cpu._is_avx512_bf16_supported()}, capability {torch.backends.cpu.get_cpu_capability()}")  # fmt: skip
+
+
+def _side_rows(res: dict[str, Any]) -> list[str]:
+    rows = [
+        "| side | precision | steady img/s (median) | per round | startup s | peak RSS MB |",
+        "|---|---|---|---|---|---|",
     ]
-    return {"median": med, "ratios": ratios, "median_ratio": statistics.median(ratios)}
+    for side, s in res["aggregate"]["median"].items():
+        mine = [r for r in res["runs"] if r["side"] == side]
+        per = ", ".join(f"{r['images_per_s']:.2f}" for r in mine)
+        prec = mine[0].get("precision", "fp32")  # runs before the precision sides were fp32
+        rows.append(f"| {side} | {prec} | {s['images_per_s']:.2f} | {per} | "
+                    f"{s['startup_s']:.1f} | {s['peak_rss_mb']:.0f} |")  # fmt: skip
+    return rows
+
+
+def _ratio_lines(agg: dict[str, Any]) -> list[str]:
+    if "pairs" not in agg:  # a run before the precision sides: project / lightly, both fp32
+        ratios = ", ".join(f"{x:.2f}" for x in agg["ratios"])
+        return [f"**project / lightly (both fp32): {agg['median_ratio']:.2f}x** (rounds: {ratios})"]
+    return [
+        f"- **{name}** ({p['sides'][0]} / {p['sides'][1]}): **{p['median']:.2f}x** (rounds: "
+        + ", ".join(f"{x:.2f}" for x in p["ratios"])
+        + ")"
+        for name, p in agg["pairs"].items()
+    ]
 
 
 def render_md(results: dict[str, Any]) -> str:
     lines = [
         "# Training throughput: project vs lightly-train (CPU)",
         "",
-        "Written by `benchmarks/train_throughput.py` (settings in its docstring); reading and "
-        "the per-change gains: docs/training.md, section 'Training throughput on CPU'.",
+        "Written by `benchmarks/train_throughput.py` (settings and sides in its docstring); "
+        "reading and the per-change gains: docs/training.md, section 'Training throughput on "
+        "CPU'.",
         "",
     ]
     for tag, res in results.items():
-        a, m = res["aggregate"], res["aggregate"]["median"]
         lines += [
             f"## {tag}",
             "",
@@ -253,16 +331,11 @@ def render_md(results: dict[str, Any]) -> str:
             f"- {res['rounds']} rounds x {res['steps']} steps per run, first {res['warmup']} "
             f"excluded; {res['n_images']} images; lightly-train {res['lightly_versions']}",
             "",
-            "| side | steady img/s (median) | per round | startup s | peak RSS MB |",
-            "|---|---|---|---|---|",
+            *_side_rows(res),
+            "",
+            *_ratio_lines(res["aggregate"]),
+            "",
         ]
-        for side in ("project", "lightly"):
-            per = ", ".join(f"{r['images_per_s']:.2f}" for r in res["runs"] if r["side"] == side)
-            s = m[side]
-            lines.append(f"| {side} | {s['images_per_s']:.2f} | {per} | {s['startup_s']:.1f} | "
-                         f"{s['peak_rss_mb']:.0f} |")  # fmt: skip
-        ratios = ", ".join(f"{x:.2f}" for x in a["ratios"])
-        lines += ["", f"**project / lightly: {a['median_ratio']:.2f}x** (rounds: {ratios})", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -275,6 +348,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--tag", default="default")
+    ap.add_argument("--sides", nargs="+", choices=list(SIDES), default=list(SIDES))
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -285,16 +359,17 @@ def main() -> None:
     images = args.images or write_images(
         args.n_images, BENCH_DIR / f"fashion-mnist-{args.n_images}"
     )
-    lightly_python = ensure_venv()
+    uses_lightly = any(SIDES[side][0] == "lightly" for side in args.sides)
+    lightly_python = ensure_venv() if uses_lightly else Path()
     runs = alternate(args, images, lightly_python)
     import torch
 
-    lightly_raw = next(r["raw"] for r in runs if r["side"] == "lightly")
+    lightly_raw = next((r["raw"] for r in runs if SIDES[r["side"]][0] == "lightly"), {})
     res = {
         "command": "python benchmarks/train_throughput.py " + " ".join(sys.argv[1:]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, nproc {os.cpu_count()}, torch {torch.__version__}, "
-        f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}",
+        f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, {_cpu_units()}",
         "rounds": args.rounds,
         "steps": args.steps,
         "warmup": args.warmup,

@@ -330,6 +330,11 @@ class _RecipeConfig(_Section):
         description="sequence packing of crops; auto: naive until benchmarks/gpu_check.py shows "
         "packing faster on a GPU; true: packed (flex_attention block skipping on CUDA)",
     )
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto",
+        description="forward compute precision; auto: bf16 autocast where the hardware has bf16 "
+        "matrix units (CUDA, CPUs with AMX / AVX512-BF16), else fp32 (ssl_core.train.precision)",
+    )
     checkpoint_every: int = Field(50, gt=0, description="steps between checkpoints")
     log_every: int = Field(5, gt=0, description="steps between metrics.jsonl lines")
     knn_every: int = Field(

@@ -58,6 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssl_core.models.attention import sdpa
 from ssl_core.models.block import NORM_EPS
 from ssl_core.models.drop_path import drop_add_residual_stochastic_depth
 from ssl_core.models.layerscale import LayerScale
@@ -290,7 +291,7 @@ class ClassAttention(nn.Module):
         kv = F.linear(z, w[d:], None if bias is None else bias[d:])  # (B, n, 2D)
         q = q.reshape(b, nc, h, d // h).transpose(1, 2)  # (B, H, C, dh)
         k, v = kv.reshape(b, n, 2, h, d // h).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, n, dh)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, C, dh)
+        out = sdpa(q, k, v)  # (B, H, C, dh)
         return self.proj(out.transpose(1, 2).reshape(b, nc, d))
 
 

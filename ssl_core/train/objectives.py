@@ -37,7 +37,6 @@ patch scores (the tokens the loss uses), not from its CLS scores.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -48,6 +47,7 @@ from torch import Tensor, nn
 from torch.profiler import record_function
 
 from ssl_core.data.masking import sample_masks
+from ssl_core.train.precision import autocast
 from ssl_core.train.ssl_model import SSLModel
 
 if TYPE_CHECKING:
@@ -57,20 +57,12 @@ __all__ = [
     "DISTILL_TARGETS",
     "OBJECTIVES",
     "Terms",
-    "autocast",
     "complementary_masks",
     "compute_terms",
     "feature_loss",
 ]
 
 OBJECTIVES = ("dinov2", "ibot", "splitmask")
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA, nothing elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @dataclass
@@ -146,9 +138,9 @@ def _block_masks(globals_: Tensor, patch_size: int, probability: float, cfg: Any
     ).to(globals_.device)
 
 
-def _teacher_targets(model, losses, globals_: Tensor, masks: Tensor, temp: float):
+def _teacher_targets(model, losses, globals_: Tensor, masks: Tensor, temp: float, precision: str):
     """Teacher outputs on the unmasked globals and its centred CLS / patch distributions."""
-    with autocast(globals_.device):
+    with autocast(globals_.device, precision):
         t_out = model.target.teacher_forward(globals_, masks)
     t_cls = losses.teacher_probs(t_out["dino_logits"], temp, losses.dino_center)
     t_ibot = losses.teacher_probs(t_out["ibot_logits"], temp, losses.ibot_center)
@@ -189,11 +181,11 @@ def _multicrop(model, student, losses, crops, patch_size, generator, temp, cfg, 
     globals_ = torch.cat(crops["global"])  # (n_g B, C, G, G), crop-major
     locals_ = torch.cat(crops["local"]) if crops["local"] else None  # (n_l B, C, L, L)
     masks = _block_masks(globals_, patch_size, cfg.mask_probability, cfg, generator)
-    with autocast(globals_.device), record_function("sslops.teacher_forward"):
+    with autocast(globals_.device, cfg.precision), record_function("sslops.teacher_forward"):
         t_out = model.target.teacher_forward(globals_, masks)
         t_local = model.target.teacher_cls(locals_) if features and locals_ is not None else None
 
-    with autocast(globals_.device), record_function("sslops.student_forward"):
+    with autocast(globals_.device, cfg.precision), record_function("sslops.student_forward"):
         s_out = student(globals_, locals_, masks, packed)
     if prototypes:
         with record_function("sslops.teacher_targets"):
@@ -226,9 +218,9 @@ def _ibot(model, student, losses, crops, patch_size, generator, temp, cfg, packe
     n_g = len(crops["global"])
     globals_ = torch.cat(crops["global"])  # (n_g B, C, G, G), crop-major
     masks = _block_masks(globals_, patch_size, 1.0, cfg, generator)  # every global masked
-    t_out, t_cls, t_ibot = _teacher_targets(model, losses, globals_, masks, temp)
+    t_out, t_cls, t_ibot = _teacher_targets(model, losses, globals_, masks, temp, cfg.precision)
 
-    with autocast(globals_.device):
+    with autocast(globals_.device, cfg.precision):
         s_out = student(globals_, None, masks, packed)  # locals: DINO-only, skipped
     cls_term = _in_view_ce(s_out["dino_logits"], t_cls, losses.ibot.student_temp)
     ibot = _ibot_term(losses, s_out, t_ibot, masks)
@@ -250,14 +242,14 @@ def _splitmask(model, student, losses, crops, patch_size, generator, temp, cfg, 
     masks = torch.cat([~half_a, half_a])  # (2n, N)
 
     everything = torch.ones(n, n_patches, dtype=torch.bool, device=device)
-    with autocast(device):
+    with autocast(device, cfg.precision):
         t_out = model.target.teacher_forward(globals_, everything)  # ibot_logits: (n N, K)
     # centring over all n N tokens = over the union of both passes' targets (each token once)
     t_all = losses.teacher_probs(t_out["ibot_logits"], temp, losses.ibot_center)
     t_all = t_all.reshape(n, n_patches, -1)  # (n, N, K)
     t_ibot = torch.cat([t_all[~half_a], t_all[half_a]])  # (n N, K), masks.nonzero() order
 
-    with autocast(device):
+    with autocast(device, cfg.precision):
         s_out = student(torch.cat([globals_, globals_]), None, masks, packed)
     ibot = losses.ibot(s_out["ibot_logits"], t_ibot, masks)  # mean over both passes
     cls_a, cls_b = s_out["cls_global"].chunk(2)  # (n, D) each

@@ -74,6 +74,7 @@ from ssl_core.train.outputs import (
     save_head,
     weights_sha256,
 )
+from ssl_core.train.precision import resolve_precision
 from ssl_core.train.runtime import ResumableSampler, Runtime, step_seed
 from ssl_core.train.schedules import build_schedules
 from ssl_core.train.ssl_model import SSLModel, SSLNet
@@ -458,6 +459,7 @@ class Trainer:
             **{k: float(last[k]) for k in ENTROPY_KEYS if k in last},
             "resumed_from_step": self.resumed_from,
             "packed": self.packed,
+            "precision": resolve_precision(self.cfg.precision, self.rt.device),
             "device": str(self.rt.device),
             "world_size": self.rt.world,
             "parallelism": self.parallelism,

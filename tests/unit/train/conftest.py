@@ -7,9 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ssl_core.config import TrainConfig
+from ssl_core.data.augment import MultiCropAugmentation, MultiCropConfig
+from ssl_core.data.dataset import ImageDataset
+from ssl_core.models.param_groups import param_groups
+from ssl_core.train.schedules import build_schedules
+from ssl_core.train.step import Losses, train_step
+from ssl_core.train.teacher import build_teacher_model
 
 # Files every training run (teacher and student) writes into its output folder.
 OUTPUT_FILES = (
@@ -86,3 +93,30 @@ def _tiny_train_cfg(**overrides: object) -> TrainConfig:
 def tiny_train_cfg():
     """Factory: ``tiny_train_cfg(max_steps=4, ...)`` -> a cheap :class:`TrainConfig`."""
     return _tiny_train_cfg
+
+
+def first_images(image_pool, cfg, n: int = 16) -> torch.Tensor:
+    """The pool's first ``n`` images as one (n, 3, S, S) batch at ``cfg.image_size``."""
+    root, paths = image_pool
+    ds = ImageDataset(root, paths[:n], cfg.image_size)
+    return torch.stack([ds[i][0] for i in range(n)])
+
+
+def loss_curve(optimizer_kwargs: dict, image_pool, cfg, steps: int) -> list[float]:
+    """Losses of ``steps`` fixed-seed train steps of a fresh model on one batch."""
+    model = build_teacher_model(cfg).train()
+    opt = torch.optim.AdamW(
+        param_groups(model.student, cfg.lr, cfg.weight_decay, 1.0, cfg.patch_embed_lr_mult),
+        lr=cfg.lr,
+        **optimizer_kwargs,
+    )
+    losses = Losses(cfg.out_dim, cfg.student_temp, cfg.centering)
+    sched = build_schedules(cfg, steps / cfg.epochs, steps)
+    aug = MultiCropAugmentation(MultiCropConfig.for_recipe(cfg, cfg.image_size, 4), 4)
+    x = first_images(image_pool, cfg)
+    out = []
+    for i in range(steps):
+        g = torch.Generator().manual_seed(i)
+        torch.manual_seed(i)
+        out.append(train_step(model, model.student, opt, losses, x, aug, g, sched.at(i), cfg, False)["loss"])  # fmt: skip
+    return out

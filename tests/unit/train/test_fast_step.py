@@ -7,20 +7,12 @@ from __future__ import annotations
 import torch
 
 from ssl_core.data.augment import MultiCropAugmentation, MultiCropConfig
-from ssl_core.data.dataset import ImageDataset
 from ssl_core.models.heads import cancel_last_layer_gradients, last_layer_grads_off
-from ssl_core.models.param_groups import param_groups
 from ssl_core.train.objectives import compute_terms
-from ssl_core.train.schedules import build_schedules
-from ssl_core.train.step import Losses, train_step
+from ssl_core.train.step import Losses
 from ssl_core.train.teacher import build_teacher_model
 from ssl_core.train.trainer import adamw_implementation
-
-
-def _batch(image_pool, cfg, n: int = 16) -> torch.Tensor:
-    root, paths = image_pool
-    ds = ImageDataset(root, paths[:n], cfg.image_size)
-    return torch.stack([ds[i][0] for i in range(n)])
+from tests.unit.train.conftest import first_images, loss_curve
 
 
 def _grads(model, x, aug, cfg, off: bool) -> dict[str, torch.Tensor | None]:
@@ -42,7 +34,7 @@ def test_skipping_the_frozen_last_layer_gradient_changes_no_gradient(image_pool,
     cfg = tiny_train_cfg(mask_probability=1.0)
     model = build_teacher_model(cfg).train()
     aug = MultiCropAugmentation(MultiCropConfig.for_recipe(cfg, cfg.image_size, 4), 4)
-    x = _batch(image_pool, cfg)
+    x = first_images(image_pool, cfg)
     ref, fast = _grads(model, x, aug, cfg, off=False), _grads(model, x, aug, cfg, off=True)
     assert ref.keys() == fast.keys()
     for name, g in ref.items():
@@ -55,32 +47,13 @@ def test_skipping_the_frozen_last_layer_gradient_changes_no_gradient(image_pool,
     assert any(p.requires_grad for p in v)
 
 
-def _losses_with(optimizer_kwargs: dict, image_pool, cfg, steps: int) -> list[float]:
-    model = build_teacher_model(cfg).train()
-    opt = torch.optim.AdamW(
-        param_groups(model.student, cfg.lr, cfg.weight_decay, 1.0, cfg.patch_embed_lr_mult),
-        lr=cfg.lr,
-        **optimizer_kwargs,
-    )
-    losses = Losses(cfg.out_dim, cfg.student_temp, cfg.centering)
-    sched = build_schedules(cfg, steps / cfg.epochs, steps)
-    aug = MultiCropAugmentation(MultiCropConfig.for_recipe(cfg, cfg.image_size, 4), 4)
-    x = _batch(image_pool, cfg)
-    out = []
-    for i in range(steps):
-        g = torch.Generator().manual_seed(i)
-        torch.manual_seed(i)
-        out.append(train_step(model, model.student, opt, losses, x, aug, g, sched.at(i), cfg, False)["loss"])  # fmt: skip
-    return out
-
-
 def test_fused_adamw_follows_the_reference_loop(image_pool, tiny_train_cfg):
     """Fixed seed, 8 steps (the last layer frozen for the first 2, then trained): the loss curve
     of the step as the trainer builds it (fused AdamW) matches the per-parameter loop."""
     cfg = tiny_train_cfg(epochs=1, freeze_last_layer_epochs=0.25, lr=1e-3)
     assert adamw_implementation("single") == {"fused": True}
-    fused = _losses_with(adamw_implementation("single"), image_pool, cfg, 8)
-    loop = _losses_with({"foreach": False}, image_pool, cfg, 8)
+    fused = loss_curve(adamw_implementation("single"), image_pool, cfg, 8)
+    loop = loss_curve({"foreach": False}, image_pool, cfg, 8)
     assert torch.allclose(torch.tensor(fused), torch.tensor(loop), rtol=1e-4, atol=1e-5), (
         fused,
         loop,
