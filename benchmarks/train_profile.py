@@ -52,6 +52,7 @@ import ssl_core.models.block as block_mod
 import ssl_core.train.step as step_mod
 import ssl_core.train.trainer as trainer_mod
 from ssl_core.data.color import adjust_hue_fast
+from ssl_core.train.precision import resolve_precision
 from ssl_core.train.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -207,7 +208,7 @@ def run_profile(trainer: Trainer, warmup: int, steps: int) -> dict[str, Any]:
 def render_md(runs: list[dict[str, Any]], out_dir: Path) -> str:
     """One table row per (preset, tag) run: seconds per step and share of the step + loading."""
     cols = ["data_loading", *PHASES, "other"]
-    head = "| preset | tag | img/s | s/step | " + " | ".join(cols) + " |"
+    head = "| preset | tag | precision | img/s | s/step | " + " | ".join(cols) + " |"
     lines = [
         "# Training-step profile (CPU)",
         "",
@@ -215,16 +216,15 @@ def render_md(runs: list[dict[str, Any]], out_dir: Path) -> str:
         "`benchmarks/train_profile.py`; top ops per run in `train_profile.json`.",
         "",
         head,
-        "|" + "---|" * (4 + len(cols)),
+        "|" + "---|" * (5 + len(cols)),
     ]
     for r in runs:
         total = r["step_s"] + r["data_loading_s"]
         vals = {"data_loading": r["data_loading_s"], **r["phases_s"]}
         cells = [f"{vals[c]:.3f} ({vals[c] / total:.0%})" for c in cols]
         lines.append(
-            f"| {r['preset']} | {r['tag']} | {r['images_per_s']:.2f} | {total:.2f} | "
-            + " | ".join(cells)
-            + " |"
+            f"| {r['preset']} | {r['tag']} | {r.get('precision', 'fp32')} | "
+            f"{r['images_per_s']:.2f} | {total:.2f} | " + " | ".join(cells) + " |"
         )
     lines += _ablation_lines(out_dir)
     lines += ["", "Runs:", ""]
@@ -270,9 +270,12 @@ def main() -> None:
     ap.add_argument("--ablate", type=int, default=0, metavar="ROUNDS",
                     help="instead of profiling: ROUNDS of each speed path put back alone vs all "
                     "on, alternating in one process (--steps steps each)")  # fmt: skip
+    ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
+                    help="train.precision (default: params.yaml's)")  # fmt: skip
     args = ap.parse_args()
     disable(args.disable)
-    cfg = recipe(args.preset, args.params, max_steps=None)
+    extra = {"precision": args.precision} if args.precision else {}
+    cfg = recipe(args.preset, args.params, max_steps=None, **extra)
     with tempfile.TemporaryDirectory(prefix="sslops-profile-") as tmp:
         trainer = build_trainer(cfg, args.images, Path(tmp))
         if args.ablate:
@@ -288,6 +291,7 @@ def main() -> None:
         preset=args.preset,
         tag=args.tag,
         disabled=args.disable,
+        precision=resolve_precision(cfg.precision, torch.device("cpu")),
         command="python benchmarks/train_profile.py " + " ".join(sys.argv[1:]),
         date=datetime.now(UTC).isoformat(timespec="seconds"),
         machine=f"{platform.machine()}, nproc {os.cpu_count()}, torch {torch.__version__}, "
