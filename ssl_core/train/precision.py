@@ -9,8 +9,8 @@ and the EMA stay fp32 (the loss modules cast their inputs with ``.float()``).
 * ``auto`` (default): bf16 on a CUDA GPU that supports it and on a CPU with AMX or AVX512-BF16
   units (Intel Sapphire Rapids and later, AMD Zen 4 and later), fp32 elsewhere. On this
   project's 2-core Sapphire Rapids machines a 2048^2 bf16 GEMM runs at ~1.9 TFLOP/s against
-  ~0.24 TFLOP/s in fp32, and a ViT-S/14 step is ~1.6x faster (benchmarks/results/
-  train_throughput.md).
+  ~0.24 TFLOP/s in fp32, and a ViT-S/14 step is 1.3-1.4x faster, the demo's 1.3x
+  (benchmarks/results/train_profile.md, train_throughput.md).
 * ``bf16``: always (emulated, slow, on CPUs without bf16 units).
 * ``fp32``: never; bit-for-bit the pre-autocast numerics.
 
