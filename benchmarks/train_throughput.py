@@ -279,12 +279,13 @@ def aggregate(runs: list[dict]) -> dict[str, Any]:
 
 
 def _cpu_units() -> str:
-    """The CPU's bf16 matrix units as the precision choice sees them."""
+    """Whether the CPU has bf16 matrix units, as ``train.precision: auto`` decides it."""
     import torch
 
-    cpu = torch.cpu
-    return (f"AMX tiles {cpu._is_amx_tile_supported()}, AVX512-BF16 "
-            f"{cpu._is_avx512_bf16_supported()}, capability {torch.backends.cpu.get_cpu_capability()}")  # fmt: skip
+    from ssl_core.train.precision import native_bf16
+
+    return (f"bf16 matrix units (AMX / AVX512-BF16) {native_bf16('cpu')}, "
+            f"capability {torch.backends.cpu.get_cpu_capability()}")  # fmt: skip
 
 
 def _side_rows(res: dict[str, Any]) -> list[str]:
