@@ -1,7 +1,9 @@
 """Running a stage from Dagster: through DVC (default) or straight through the CLI.
 
 ``dvc`` mode runs ``dvc repro --single-item <stage>``: DVC skips an up-to-date stage, records
-hashes in ``dvc.lock``, and ``dvc status`` stays clean after a Dagster run (lock-step).
+hashes in ``dvc.lock``, and ``dvc status`` stays clean after a Dagster run (lock-step). The
+Dagster process sends its ``dvc`` commands to one warm DVC worker
+(:mod:`orchestration.dvc_calls`) instead of starting a ``dvc`` process for each.
 ``cli`` mode runs ``sslops <stage>`` (no DVC needed, e.g. inside a cluster job).
 
 A GX check runs in this process instead (:func:`run_check`: the ``sslops check`` function under

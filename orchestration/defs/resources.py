@@ -9,8 +9,8 @@ from typing import Any
 
 import dagster as dg
 
+from orchestration.dvc_calls import run_dvc
 from orchestration.runner import (
-    dvc_executable,
     dvc_lock_hashes,
     project_dir,
     run_check,
@@ -47,7 +47,10 @@ class StageRunner(dg.ConfigurableResource):
             ran = ran or line.startswith("Running stage ")  # dvc repro -s: only this stage
             context.log.info(line)
 
-        code, tail = run_streaming(cmd, self.root, log, env)
+        if self.mode == "dvc":  # through this process's warm DVC (orchestration/dvc_calls.py)
+            code, tail = run_dvc(self.root, cmd[1:], log, env)
+        else:
+            code, tail = run_streaming(cmd, self.root, log, env)
         if code != 0:
             raise dg.Failure(
                 description=f"stage {dvc_stage} failed with exit code {code}",
@@ -72,19 +75,21 @@ class StageRunner(dg.ConfigurableResource):
         """
         if self.mode not in ("dvc", "cli"):
             raise ValueError(f"unknown runner mode {self.mode!r}: use 'dvc' or 'cli'")
-        dvc = dvc_executable(self.root) if self.mode == "dvc" else ""
+        dvc = self.mode == "dvc"
         path = self.root / self.params().paths.checks_dir / f"{suite}.json"
-        if dvc and not stage_ran and path.is_file() and self._up_to_date(context, dvc, check_stage):
+        if dvc and not stage_ran and path.is_file() and self._up_to_date(context, check_stage):
             context.log.info(f"{check_stage} is up to date in dvc.lock: result from {path}")
             return json.loads(path.read_text()), None
         record = None
         if dvc:
-            cmd = [dvc, "commit", "--force", check_stage]
+            argv = ["commit", "--force", check_stage]
 
             def record() -> None:
-                code, tail = run_streaming(cmd, self.root, context.log.info)
+                code, tail = run_dvc(self.root, argv, context.log.info)
                 if code != 0:
-                    raise RuntimeError(f"{' '.join(cmd)} failed with exit code {code}:\n{tail}")
+                    raise RuntimeError(
+                        f"dvc {' '.join(argv)} failed with exit code {code}:\n{tail}"
+                    )
 
         context.log.info(f"running: sslops check {suite} in-process (cwd {self.root})")
         try:
@@ -97,9 +102,9 @@ class StageRunner(dg.ConfigurableResource):
             return result.to_dict(), f"GX suite '{suite}' failed (not recorded in dvc.lock)"
         return result.to_dict(), None
 
-    def _up_to_date(self, context: Any, dvc: str, stage: str) -> bool:
+    def _up_to_date(self, context: Any, stage: str) -> bool:
         """``dvc status <stage>`` reports nothing to do."""
-        code, tail = run_streaming([dvc, "status", "--json", stage], self.root, lambda _: None)
+        code, tail = run_dvc(self.root, ["status", "--json", stage], lambda _: None)
         clean = code == 0 and tail.strip() == "{}"
         context.log.info(f"dvc status {stage}: {'up to date' if clean else 'to run'}")
         return clean
