@@ -26,15 +26,6 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-def swiglu_hidden_dim(hidden_dim: int) -> int:
-    """Upstream ``SwiGLUFFNFused`` sizing: 2/3 of the MLP width, rounded up to a multiple of 8.
-
-    Args:
-        hidden_dim: The width a plain MLP would use (``embed_dim * mlp_ratio``).
-    """
-    return (int(hidden_dim * 2 / 3) + 7) // 8 * 8
-
-
 class SwiGLUFFN(nn.Module):
     """SwiGLU feed-forward: ``w3(silu(x1) * x2)`` with ``x1, x2 = w12(x).chunk(2)``.
 

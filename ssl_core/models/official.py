@@ -29,9 +29,9 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
-from ssl_core.models.mlp import swiglu_hidden_dim
 from ssl_core.models.presets import Backbone, BackboneConfig, build_from_config, config_from_dict
 from ssl_core.models.vit import VisionTransformer, ViTConfig
+from ssl_core.models.vit_config import swiglu_hidden_dim
 from ssl_core.models.xcit import XCiT
 from ssl_core.utils.atomic import write_bytes
 

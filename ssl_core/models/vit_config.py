@@ -6,7 +6,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ssl_core.models.mlp import swiglu_hidden_dim
+
+def swiglu_hidden_dim(hidden_dim: int) -> int:
+    """Upstream ``SwiGLUFFNFused`` sizing: 2/3 of the MLP width, rounded up to a multiple of 8.
+
+    Args:
+        hidden_dim: The width a plain MLP would use (``embed_dim * mlp_ratio``).
+    """
+    return (int(hidden_dim * 2 / 3) + 7) // 8 * 8
 
 
 @dataclass(frozen=True)

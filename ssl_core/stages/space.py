@@ -16,7 +16,7 @@ dedup                   embedded rows x 2 KiB (kept + removed tables, two paths 
 cluster                 rows x (1 KiB + 16 B x levels) + centroids (sum k x dim x 4 B) x 2
                         (the stage's resumable level cache holds a copy)
 curate                  clustered rows x 1 KiB
-train_teacher           parameters (backbone on the meta device + DINO/iBOT heads) x 4 B x 10:
+train_teacher           parameters (backbone, counted from its config + DINO/iBOT heads) x 4 B x 10:
                         checkpoint (student, EMA teacher, AdamW's two moments) twice while it is
                         replaced atomically, plus the exported model and head
 distill                 the same per student preset
@@ -65,7 +65,7 @@ def _embed_dim(params: Params) -> int:
     if spec == "pixels":
         return params.embed.image_size**2
     if spec == "bootstrap":
-        from ssl_core.models.presets import get_config
+        from ssl_core.models.preset_configs import get_config
 
         return int(get_config("tiny").embed_dim)
     cfg = Path(spec) / "config.json" if Path(spec).is_dir() else Path(spec).with_name("config.json")
@@ -79,19 +79,18 @@ def _embed_dim(params: Params) -> int:
 def count_parameters(
     preset: str, image_size: int, hidden: int, bottleneck: int, out_dim: int
 ) -> int:
-    """Backbone (built on the meta device: no memory, no init) plus two prototype heads (DINO
-    and, at most, a separate iBOT head) of ``hidden``/``bottleneck``/``out_dim`` widths."""
-    import torch
+    """Backbone (counted from its config, :mod:`ssl_core.models.param_count`: no torch) plus
+    two prototype heads (DINO and, at most, a separate iBOT head) of
+    ``hidden``/``bottleneck``/``out_dim`` widths."""
+    from ssl_core.models.param_count import count_backbone
+    from ssl_core.models.preset_configs import get_config
 
-    from ssl_core.models.presets import build_backbone
-
-    with torch.device("meta"):
-        try:
-            model = build_backbone(preset, img_size=image_size)
-        except (TypeError, ValueError):  # a preset without img_size (or not divisible)
-            model = build_backbone(preset)
-    n = sum(p.numel() for p in model.parameters())
-    dim = int(getattr(model, "embed_dim", 0) or UNKNOWN_DIM)
+    try:
+        config = get_config(preset, img_size=image_size)
+    except (TypeError, ValueError):  # a preset without img_size (or not divisible)
+        config = get_config(preset)
+    n = count_backbone(config)
+    dim = int(config.embed_dim or UNKNOWN_DIM)
     h, b = hidden, bottleneck
     head = dim * h + h * h + h * b + b * out_dim + 2 * h + b
     return n + 2 * head
