@@ -65,6 +65,9 @@ def run_steps(
 ) -> list[Any]:
     """Run :func:`steps` in order with ``defs`` (a ``dg.Definitions`` holding the three jobs)
     in ``instance``, stopping at the first failed run; returns each run's result."""
+    from orchestration.runner import preload_checks
+
+    preload_checks()  # the GX checks run in this process: import GX while the first stages run
     results: list[Any] = []
     chain: str | None = None
     for job, partition in steps(students):

@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,28 @@ def lock_wait_s() -> float:
         return max(0.0, float(raw))
     except ValueError:
         raise ValueError(f"SSLOPS_LOCK_WAIT={raw!r} is not a number of seconds (or inf)") from None
+
+
+_PRELOAD: threading.Thread | None = None
+
+
+def preload_checks() -> threading.Thread:
+    """Import what :func:`run_check` needs (Great Expectations, ~3.5 s) on a background thread,
+    once per process, so the import overlaps the stage subprocesses this process waits for
+    instead of delaying the first check (``orchestration.pipeline.run_steps`` starts it: there
+    every step runs in this process). Returns the thread; an import error surfaces again, with
+    its traceback, when the check imports the same module."""
+    global _PRELOAD
+    if _PRELOAD is None:
+        from ssl_core.quality.gx_adapter import preload
+
+        def target() -> None:
+            with contextlib.suppress(Exception):
+                preload()
+
+        _PRELOAD = threading.Thread(target=target, name="sslops-preload-gx", daemon=True)
+        _PRELOAD.start()
+    return _PRELOAD
 
 
 def run_check(

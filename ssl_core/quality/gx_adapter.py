@@ -60,6 +60,12 @@ def expectations():
     return gxe
 
 
+def preload() -> None:
+    """Import Great Expectations now (seconds) so that a later :func:`validate` does not."""
+    import great_expectations  # noqa: F401
+    import great_expectations.expectations  # noqa: F401
+
+
 def _observed(result: dict[str, Any]) -> Any:
     if "observed_value" in result:
         return result["observed_value"]
