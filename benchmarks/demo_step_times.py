@@ -3,7 +3,8 @@
 For each step of a full pass (``ssl_upstream``, each ``ssl_students`` partition, ``ssl_report``,
 chained by their ``sslops/chain`` tag) this takes the step's wall time from the event log
 (``STEP_START`` to ``STEP_SUCCESS``) and the stage's own work from the materialisation's
-``stage_duration_s`` metadata (the stage's ``lineage.json``: measured inside the stage). The
+``stage_duration_s`` metadata (the stage's ``lineage.json``: measured inside the stage; 0 when
+DVC reused the outputs, ``stage_ran`` false). The
 difference is what the orchestration around the stage cost: DVC (hashing, caching, dvc.lock),
 the ``sslops`` process, the TorchX job and its interpreter, Dagster's own events. Check steps
 have no stage work: all of a check step is suite + recording.
@@ -52,8 +53,9 @@ def step_times(instance, run) -> list[dict]:
             starts[e.step_key] = e.timestamp
         elif kind == "ASSET_MATERIALIZATION":
             md = ev.event_specific_data.materialization.metadata
-            value = md.get("stage_duration_s")
-            work[e.step_key] = float(getattr(value, "value", value) or 0.0)
+            ran = md.get("stage_ran")
+            value = md.get("stage_duration_s") if getattr(ran, "value", ran) else 0.0
+            work[e.step_key] = float(getattr(value, "value", value) or 0.0)  # 0: DVC reused it
         elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and e.step_key in starts:
             wall = e.timestamp - starts[e.step_key]
             stage = work.get(e.step_key, 0.0)
