@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from orchestration.pipeline import CHAIN_TAG, JOBS  # noqa: E402
+from ssl_core.utils.atomic import write_text  # noqa: E402
 
 
 def full_passes(instance, n: int) -> list[list]:
@@ -84,7 +86,7 @@ def describe(instance, chain: list) -> dict:
             "rest_share": round((wall - work) / wall, 4), "steps": steps}  # fmt: skip
 
 
-def markdown(passes: dict[str, dict], command: str) -> str:
+def markdown(passes: dict[str, dict], command: str, note: str = "") -> str:
     labels = list(passes)
     keys = list(dict.fromkeys(s["step"] for p in passes.values() for s in p["steps"]))
     head = "| step | " + " | ".join(f"{lb}: wall s | {lb}: stage s | {lb}: rest s" for lb in labels)
@@ -113,7 +115,10 @@ def markdown(passes: dict[str, dict], command: str) -> str:
         "(`stage_duration_s`, measured inside the stage); rest: the difference (DVC, the "
         "`sslops` process, the TorchX job and its interpreter, Dagster's events; a check step is "
         "all rest: its suite and `dvc commit`). The total row uses each run's wall time, so it "
-        "also counts Dagster's time between steps.\n\n" + "\n".join(lines) + "\n"
+        "also counts Dagster's time between steps.\n\n"
+        + (f"{note}\n\n" if note else "")
+        + "\n".join(lines)
+        + "\n"
     )
 
 
@@ -125,6 +130,7 @@ def main() -> None:
     ap.add_argument("--passes", type=int, default=1, help="how many of the latest full passes")
     ap.add_argument("--labels", nargs="*", help="a label per pass, oldest first")
     ap.add_argument("--out", help="write OUT.json and OUT.md")
+    ap.add_argument("--note", default="", help="a paragraph for the .md: what each pass ran")
     a = ap.parse_args()
     instance = dg.DagsterInstance.from_config(a.dagster_home)
     chains = full_passes(instance, a.passes)
@@ -134,14 +140,13 @@ def main() -> None:
     if len(labels) != len(chains):
         raise SystemExit(f"{len(chains)} passes found, {len(labels)} labels given")
     passes = {lb: describe(instance, c) for lb, c in zip(labels, chains, strict=True)}
-    command = "python benchmarks/demo_step_times.py " + " ".join(sys.argv[1:])
-    print(markdown(passes, command))
+    command = shlex.join(["python", "benchmarks/demo_step_times.py", *sys.argv[1:]])
+    print(markdown(passes, command, a.note))
     if a.out:
         out = Path(a.out)
-        out.with_suffix(".json").write_text(
-            json.dumps({"command": command, **passes}, indent=2) + "\n"
-        )
-        out.with_suffix(".md").write_text(markdown(passes, command))
+        doc = {"command": command, "note": a.note, **passes}
+        write_text(out.with_suffix(".json"), json.dumps(doc, indent=2) + "\n")
+        write_text(out.with_suffix(".md"), markdown(passes, command, a.note))
 
 
 if __name__ == "__main__":
