@@ -36,9 +36,8 @@ def script_python(script: str) -> str | None:
         return None
     if not first.startswith("#!"):
         return None
-    exe = first[2:].strip().split()[0] if first[2:].strip() else ""
-    name = Path(exe).name
-    return exe if name.startswith("python") and os.access(exe, os.X_OK) else None
+    exe = (first[2:].split() or [""])[0]  # "#!/usr/bin/env python3": not followed
+    return exe if Path(exe).name.startswith("python") and os.access(exe, os.X_OK) else None
 
 
 class DvcWorker:

@@ -4,7 +4,7 @@ DVC and Dagster cannot share a virtualenv (DVC's antlr4 pin breaks Dagster's ass
 so the Dagster process cannot import DVC. A ``dvc`` process per command paid ~0.8 s of
 start-up and imports each time (15+ commands per full run; measured in
 ``benchmarks/results/orchestration_overhead_tiny.md``). This script runs under DVC's own
-interpreter (``.venv-dvc/bin/python -u dvc_worker.py --mark MARK``) and imports nothing but
+interpreter (``.venv-dvc/bin/python -I -u dvc_worker.py --mark MARK``) and imports nothing but
 DVC and the standard library. It reads one JSON request per line,
 ``{"argv": [...], "cwd": "...", "env": {...}}``, runs ``dvc.cli.main(argv)`` in that folder
 with exactly that environment, as a ``dvc`` process would, and ends the request's output on
@@ -20,9 +20,10 @@ import argparse
 import json
 import os
 import sys
+from typing import TextIO
 
 
-def _swap_stdin() -> object:
+def _swap_stdin() -> TextIO:
     """The request stream (a duplicate of stdin); fd 0 becomes ``/dev/null``."""
     requests = os.fdopen(os.dup(0), "r", encoding="utf-8")
     devnull = os.open(os.devnull, os.O_RDONLY)

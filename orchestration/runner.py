@@ -124,11 +124,16 @@ def stop_group(proc: subprocess.Popen) -> str:
     return out
 
 
+def repro_argv(dvc_stage: str) -> list[str]:
+    """The ``dvc`` arguments that run one stage (``dvc`` mode)."""
+    return ["repro", "--single-item", dvc_stage]
+
+
 def stage_command(
     mode: str, root: Path, dvc_stage: str, cli: tuple[str, ...], params_file: str
 ) -> list[str]:
     if mode == "dvc":
-        return [dvc_executable(root), "repro", "--single-item", dvc_stage]
+        return [dvc_executable(root), *repro_argv(dvc_stage)]
     if mode == "cli":
         return [
             str(Path(sys.executable).parent / "sslops"),

@@ -13,6 +13,7 @@ from orchestration.dvc_calls import run_dvc
 from orchestration.runner import (
     dvc_lock_hashes,
     project_dir,
+    repro_argv,
     run_check,
     run_streaming,
     stage_command,
@@ -48,7 +49,7 @@ class StageRunner(dg.ConfigurableResource):
             context.log.info(line)
 
         if self.mode == "dvc":  # through this process's warm DVC (orchestration/dvc_calls.py)
-            code, tail = run_dvc(self.root, cmd[1:], log, env)
+            code, tail = run_dvc(self.root, repro_argv(dvc_stage), log, env)
         else:
             code, tail = run_streaming(cmd, self.root, log, env)
         if code != 0:

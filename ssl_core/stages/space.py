@@ -90,7 +90,7 @@ def count_parameters(
     except (TypeError, ValueError):  # a preset without img_size (or not divisible)
         config = get_config(preset)
     n = count_backbone(config)
-    dim = int(config.embed_dim or UNKNOWN_DIM)
+    dim = config.embed_dim
     h, b = hidden, bottleneck
     head = dim * h + h * h + h * b + b * out_dim + 2 * h + b
     return n + 2 * head
