@@ -24,8 +24,8 @@ Steps (cap in seconds):
    first-step loss agreement of the two paths (train_step.py asserts it).
 3. ``kmeans`` (120): hierarchical k-means (levels [2000, 200, 50], resampling [0, 10, 10],
    <= 20 Lloyd iterations: ``benchmarks/curation.py``'s 1e6 configuration) on 1e6 x 384
-   synthetic embeddings (``hierarchical_mixture``), once with faiss on the GPU and once forced
-   onto the CPU (``SSLOPS_FAISS_GPU=0``), each in its own subprocess: seconds and speed-up.
+   synthetic embeddings (``hierarchical_mixture``), once on the GPU (torch CUDA GEMMs) and once
+   forced onto the CPU (``SSLOPS_FAISS_GPU=0``), each in its own subprocess: seconds, speed-up.
 4. ``demo_pool`` (60): builds the demo pool in a scratch project (its own ``params.yaml``,
    ``sslops raw_pool manifest embeddings dedup clusters curated`` with that cwd) and scores the
    raw-pixel kNN baseline on its eval set.
@@ -40,7 +40,7 @@ holds even when every step runs to its cap (typically environment takes ~5 s and
 the compiled flex-attention path: its first steps, untimed, include the compilation).
 
 The results list the issue's goals next to the measured values: packed >= 1.3x naive img/s
-(S/14 and B/14), >= 40 % MFU on B/14 bf16, faiss GPU k-means >= 10x CPU at 1e6, teacher kNN >
+(S/14 and B/14), >= 40 % MFU on B/14 bf16, GPU k-means >= 10x CPU at 1e6, teacher kNN >
 raw-pixel kNN.
 
 Usage::
@@ -320,19 +320,20 @@ def worker_kmeans_data(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_hkmeans(job: dict[str, Any]) -> dict[str, Any]:
-    """Hierarchical k-means on the saved data, GPU or CPU as ``use_gpu()`` decides."""
-    import faiss
+    """Hierarchical k-means on the saved data, on CUDA or the CPU as ``nearest.device()``
+    decides (torch GEMMs; ``SSLOPS_FAISS_GPU=0`` forces the CPU)."""
     import numpy as np
 
     from ssl_core.curation.hkmeans import hierarchical_kmeans
-    from ssl_core.curation.kmeans import kmeans_with_distances, use_gpu
+    from ssl_core.curation.kmeans import kmeans_with_distances
+    from ssl_core.curation.nearest import device
 
-    gpu = use_gpu()
-    out: dict[str, Any] = {"mode": job["mode"], "use_gpu": gpu, "faiss_gpus": faiss.get_num_gpus()}
+    gpu = device().type == "cuda"
+    out: dict[str, Any] = {"mode": job["mode"], "use_gpu": gpu}
     if job["mode"] == "gpu" and not gpu:
         return {**out, "skipped": "no GPU"}
     x = np.load(job["path"])
-    t = time.perf_counter()  # one-off start-up (CUDA context, faiss resources), not timed below
+    t = time.perf_counter()  # one-off start-up (CUDA context, kernels), not timed below
     kmeans_with_distances(x[:2000], 8, n_iter=2, seed=0)
     out["warmup_s"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -546,7 +547,7 @@ def step_kmeans(ctx: Ctx, deadline: float) -> dict[str, Any]:
 def _kmeans_status(ctx: Ctx, gpu: dict[str, Any], cpu: dict[str, Any]) -> dict[str, str]:
     if gpu.get("skipped"):
         if not ctx.dry_run:
-            return {"status": "failed", "detail": "faiss sees no GPU (faiss-gpu not installed?)"}
+            return {"status": "failed", "detail": "torch sees no CUDA device for k-means"}
         gpu["status"] = f"skipped: {gpu['skipped']}"
     for r in (gpu, cpu):
         if r["status"] in ("failed", "timed out"):

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ssl_core.curation import nearest as nn
 from ssl_core.curation.collectives import Comm, shard_bounds
 from ssl_core.curation.hkmeans import HKMeansResult, _per_level
 from ssl_core.curation.kmeans import kmeans_plus_plus
@@ -99,13 +100,10 @@ class _Rows:
         return _Rows(self.data, self.index[keep], start, int(counts.sum()))
 
 
-def _nearest(
-    xb: torch.Tensor, c: torch.Tensor, c_sq: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest centroid (first on ties) and squared L2 distance (>= 0) of every row of ``xb``."""
-    d = (xb * xb).sum(1, keepdim=True) - 2.0 * (xb @ c.T) + c_sq[None, :]  # (B, k)
-    dmin, lab = d.min(dim=1)
-    return lab, dmin.clamp_min_(0.0).abs_()  # abs: -0.0 -> +0.0 (keys compare bit patterns)
+def _nearest(xb: torch.Tensor, cs: nn.Centroids) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`ssl_core.curation.nearest.nearest` with -0.0 made +0.0 (keys compare bits)."""
+    lab, d2 = nn.nearest(xb, cs)
+    return lab, d2.abs_()
 
 
 def _chunk_rows(k: int, chunk_size: int) -> int:
@@ -116,12 +114,11 @@ def _assign(
     rows: _Rows, c: np.ndarray, device: torch.device, chunk_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Labels int64 and squared distances float32 of this rank's rows."""
-    ct = torch.from_numpy(c).to(device)
-    c_sq = (ct * ct).sum(1)
+    cs = nn.Centroids(c, device)
     lab = np.empty(len(rows.index), dtype=np.int64)
     dst = np.empty(len(rows.index), dtype=np.float32)
     for lo, xb in rows.chunks(_chunk_rows(len(c), chunk_size)):
-        li, di = _nearest(torch.from_numpy(xb).to(device), ct, c_sq)
+        li, di = _nearest(torch.from_numpy(xb).to(device), cs)
         lab[lo : lo + len(xb)] = li.cpu().numpy()
         dst[lo : lo + len(xb)] = di.cpu().numpy()
     return lab, dst
@@ -141,13 +138,13 @@ def _lloyd(
     c = torch.from_numpy(c0.copy()).to(device)
     prev = math.inf
     for _ in range(n_iter):
-        c_sq = (c * c).sum(1)
+        cs = nn.Centroids(c, device)
         sums = torch.zeros(k, d, dtype=torch.float64, device=device)
         counts = torch.zeros(k, dtype=torch.float64, device=device)
         obj = torch.zeros(1, dtype=torch.float64, device=device)
         for _, xb in rows.chunks(_chunk_rows(k, chunk_size)):
             xt = torch.from_numpy(xb).to(device)
-            lab, dmin = _nearest(xt, c, c_sq)
+            lab, dmin = _nearest(xt, cs)
             sums.index_add_(0, lab, xt.double())
             counts += torch.bincount(lab, minlength=k).double()
             obj += dmin.double().sum()

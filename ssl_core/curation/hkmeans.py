@@ -8,9 +8,10 @@ run k-means on the union of these (so every cluster contributes about equally, w
 centroids off the dense modes) and reassign all of the level's points to the new centroids.
 
 Differences to the reference (facebookresearch/ssl-data-curation), chosen for speed:
-faiss Lloyd iterations (at most ``n_iter``, default 25, vs 50; stopped early once an
-iteration improves the objective by less than ``tol``) seeded with batched k-means++ on a
-subsample; resampling rounds seed their k-means with k-means++ on the resampled points (as
+Lloyd iterations on at most ``k * max_points_per_centroid`` points (at most ``n_iter``,
+default 25, vs 50; stopped early once an iteration improves the objective by less than
+``tol``; an empty cluster takes half of a big one, as faiss does) seeded with batched greedy
+k-means++ on a subsample; resampling rounds seed their k-means with k-means++ on the resampled points (as
 the reference does) unless ``resample_init="warm"`` (start from the current centroids).
 
 Finished levels are checkpointed (``.npy``, atomic write) under ``checkpoint_dir`` keyed by a

@@ -1,25 +1,23 @@
-"""Fast k-means on embeddings: faiss Lloyd iterations seeded with k-means++.
+"""Fast k-means on embeddings: Lloyd iterations seeded with greedy k-means++.
 
-``faiss.Kmeans`` only offers random initialisation, which on imbalanced (Zipf-sized) data
-puts most centroids into the dense modes; k-means++ seeding spreads them out and is what makes
-the downstream balanced sample cover the small modes (see DESIGN.md, "Curation facts").
-Exact k-means++ costs ``k`` sequential passes over the data, so it is run on a subsample and,
-for large ``k``, draws ``kpp_batch`` centres per D² round (batched k-means++; one GEMM per
-round instead of one pass per centre).
+Random initialisation on imbalanced (Zipf-sized) data puts most centroids into the dense
+modes; k-means++ seeding spreads them out and is what makes the downstream balanced sample
+cover the small modes (see DESIGN.md, "Curation facts"). Exact k-means++ costs ``k``
+sequential passes over the data, so it is run on a subsample and, for large ``k``, draws
+``kpp_batch`` centres per D² round (batched k-means++; one GEMM per round instead of one pass
+per centre).
 
-GPU: when ``faiss.get_num_gpus() > 0`` both the Lloyd iterations and the assignment run on
-the GPU; otherwise on CPU. All randomness comes from ``seed``.
+The distance products run on torch fp32 GEMMs (:mod:`ssl_core.curation.nearest`; faiss's CPU
+GEMM was 3-6x slower on these shapes). GPU: on CUDA when torch sees one (``SSLOPS_FAISS_GPU=0``
+keeps it on the CPU). All randomness comes from ``seed``.
 
 Large inputs: :func:`assign` and :func:`kmeans_with_distances` take float16 or float32 arrays,
 ``np.memmap`` included, and never convert the whole input to float32. Assignment converts (and,
 when spherical, L2-normalises) one batch at a time; k-means++ and the Lloyd iterations gather
 their subsample (``x[sorted indices]``) and convert only those rows. Peak memory is therefore
 the Lloyd training set (``k * max_points_per_centroid`` rows, float32) plus the k-means++
-sample, not ``N x D x 4`` bytes. A float32 in-memory array gives the same results as before
-this streaming (bit-identical); a float16 array or memmap gives the same results as its own
-float32 copy except where faiss would draw the Lloyd subsample itself (``tol=0``,
-``init="random"`` or ``n_iter <= 1`` with ``N > k * max_points_per_centroid``): there the
-subsample is drawn here with ``seed`` instead, so that faiss is never handed all ``N`` rows.
+sample, not ``N x D x 4`` bytes. A float16 array or memmap gives the same results as its own
+float32 copy.
 """
 
 from __future__ import annotations
@@ -31,6 +29,9 @@ from typing import Any, Literal
 
 import faiss
 import numpy as np
+import torch
+
+from ssl_core.curation import nearest as nn
 
 __all__ = [
     "kmeans",
@@ -101,21 +102,13 @@ def _f32_rows(x: np.ndarray, idx: np.ndarray | None = None, normalise: bool = Fa
     return _as_f32(x if idx is None else x[idx])
 
 
-def _flat_index(d: int, metric: Literal["l2", "ip"] = "l2") -> faiss.Index:
-    """Exact flat index on GPU when available, else CPU."""
-    index = faiss.IndexFlatIP(d) if metric == "ip" else faiss.IndexFlatL2(d)
-    if use_gpu():  # pragma: no cover - no GPU in CI
-        index = faiss.index_cpu_to_all_gpus(index)
-    return index
-
-
 def assign(
     x: np.ndarray,
     centroids: np.ndarray,
     batch_size: int = 65536,
     normalise: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centroid (squared L2) of every row of ``x``.
+    """Nearest centroid (squared L2; lowest index on ties) of every row of ``x``.
 
     ``x`` may be a float16/float32 array or ``np.memmap``: it is read, converted to float32
     (and L2-normalised when ``normalise``) one batch of ``batch_size`` rows at a time, so
@@ -126,16 +119,17 @@ def assign(
     """
     x = _as_rows(x)
     n = len(x)
-    index = _flat_index(x.shape[1], "l2")
-    index.add(_as_f32(centroids))
+    cs = nn.Centroids(centroids)
     labels = np.empty(n, dtype=np.int64)
     dist = np.empty(n, dtype=np.float32)
     t0 = time.monotonic()
     next_log = t0 + _LOG_EVERY_S
     for s in range(0, n, batch_size):
-        d, i = index.search(_f32_rows(x[s : s + batch_size], normalise=normalise), 1)
-        labels[s : s + batch_size] = i[:, 0]
-        dist[s : s + batch_size] = np.maximum(d[:, 0], 0.0)
+        xb = torch.from_numpy(_f32_rows(x[s : s + batch_size], normalise=normalise))
+        lab, d2, _ = nn.assign_rows(xb.to(cs.t.device), cs)
+        del xb  # before the next batch is read: one float32 batch alive at a time
+        labels[s : s + batch_size] = lab.cpu().numpy()
+        dist[s : s + batch_size] = d2.cpu().numpy()
         now = time.monotonic()
         if now >= next_log:
             done = min(n, s + batch_size)
@@ -144,25 +138,6 @@ def assign(
                      done, n, len(centroids), now - t0, eta)  # fmt: skip
             next_log = now + _LOG_EVERY_S
     return labels, dist
-
-
-_SMALL = 2**22  # n * d * n_centres below which einsum beats a faiss call (thread start-up)
-
-
-def _min_sq_dist(x: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Squared L2 distance of every row of ``x`` to its nearest row of ``c``.
-
-    Large problems go through faiss (not ``x @ c.T``) so that all heavy maths shares faiss's
-    OpenMP pool: mixing numpy's OpenBLAS threads with faiss's measured a 2-3x slowdown of the
-    following faiss calls on 2 cores. Tiny ones (upper levels) use a thread-free einsum.
-    """
-    if x.size * len(c) <= _SMALL:  # tiny: plain single-threaded einsum, no thread pools
-        d = np.einsum("ij,ij->i", x, x)[:, None] - 2.0 * np.einsum("ij,kj->ik", x, c)
-        return np.maximum((d + np.einsum("ij,ij->i", c, c)[None, :]).min(axis=1), 0.0)
-    index = faiss.IndexFlatL2(x.shape[1])
-    index.add(_as_f32(c))
-    d, _ = index.search(x, 1)
-    return np.maximum(d[:, 0], 0.0)
 
 
 def default_trials(k: int) -> int:
@@ -196,12 +171,13 @@ def kmeans_plus_plus(
     trials = default_trials(k) if trials is None else int(trials)
     if trials < 1:
         raise ValueError(f"k-means++: trials must be >= 1, got {trials}")
-    x = _as_f32(x)
+    xt = torch.from_numpy(_as_f32(x)).to(nn.device())
+    x_sq = (xt * xt).sum(1)
     chosen = np.zeros(n, dtype=bool)
     first = int(rng.integers(n))
     out = [first]
     chosen[first] = True
-    d2 = _min_sq_dist(x, x[[first]]).astype(np.float64)
+    d2 = _min_sq_dist(xt, xt[[first]]).astype(np.float64)
     d2[first] = 0.0
     while len(out) < k:
         b = min(batch, k - len(out))
@@ -210,12 +186,12 @@ def kmeans_plus_plus(
         elif trials == 1:
             picks = _d2_without_replacement(d2, b, rng)
         else:
-            picks, d2 = _greedy_round(x, d2, b, trials, rng)
+            picks, d2 = _greedy_round(xt, x_sq, d2, b, trials, rng)
         picks = np.asarray(picks, dtype=np.int64)
         out.extend(picks.tolist())
         chosen[picks] = True
         if trials == 1:
-            d2 = np.minimum(d2, _min_sq_dist(x, x[picks]))
+            d2 = np.minimum(d2, _min_sq_dist(xt, xt[picks]))
         d2[chosen] = 0.0
     return np.asarray(out[:k], dtype=np.int64)
 
@@ -229,16 +205,26 @@ def _d2_without_replacement(d2: np.ndarray, b: int, rng: np.random.Generator) ->
     return nz[top]
 
 
+def _min_sq_dist(xt: torch.Tensor, c: torch.Tensor) -> np.ndarray:
+    """Squared L2 distance of every row of ``xt`` to its nearest row of ``c`` (numpy)."""
+    return nn.assign_rows(xt, nn.Centroids(c, xt.device))[1].cpu().numpy()
+
+
 def _greedy_round(
-    x: np.ndarray, d2: np.ndarray, b: int, trials: int, rng: np.random.Generator
+    xt: torch.Tensor,
+    x_sq: torch.Tensor,
+    d2: np.ndarray,
+    b: int,
+    trials: int,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``b`` greedy k-means++ centres from ``b * trials`` candidates drawn in proportion to
-    ``d2``; returns them and the updated D². One faiss distance computation for the round."""
+    ``d2``; returns them and the updated D². One distance product for the round."""
     cdf = np.cumsum(d2)
     u = rng.random(b * trials) * cdf[-1]
     cand = np.minimum(np.searchsorted(cdf, u, side="right"), len(d2) - 1)
     uniq, inv = np.unique(cand, return_inverse=True)
-    cols = np.maximum(faiss.pairwise_distances(x, x[uniq]), 0.0)  # (n, u) squared L2
+    cols = nn.sq_dists(xt, x_sq, xt[torch.from_numpy(uniq)]).cpu().numpy()  # (n, u)
     taken = np.zeros(len(uniq), dtype=bool)
     picks = []
     for j in range(b):
@@ -266,7 +252,7 @@ def kmeans(x: np.ndarray, k: int, **kwargs) -> tuple[np.ndarray, np.ndarray]:
 def kmeans_with_distances(
     x: np.ndarray, k: int, **kwargs: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """k-means with faiss Lloyd iterations, then every point assigned to its nearest centroid.
+    """k-means (Lloyd iterations), then every point assigned to its nearest centroid.
 
     Takes the arguments of :func:`fit_centroids`. Returns ``(centroids float32 (k, D),
     assignments int64 (N,), sq_dist float32 (N,))`` where ``sq_dist`` is each point's squared
@@ -292,28 +278,29 @@ def fit_centroids(
     tol: float = 1e-4,
     verbose: bool = False,
 ) -> np.ndarray:
-    """Centroids of k-means with faiss Lloyd iterations (no final assignment of every point).
+    """Centroids of k-means with Lloyd iterations (no final assignment of every point).
 
     Args:
         x: (N, D) data; float16/float32 arrays and memmaps are used as they are and never
             converted whole (see the module docstring), anything else is converted to float32.
         k: number of clusters, ``1 <= k <= N``.
         n_iter: Lloyd iterations.
-        seed: seed for seeding, faiss subsampling and tie breaks.
-        init: ``"kmeans++"`` (batched k-means++ on a subsample) or ``"random"`` (faiss default).
+        seed: seed for seeding, the Lloyd subsample and empty-cluster splits.
+        init: ``"kmeans++"`` (batched k-means++ on a subsample) or ``"random"`` (k random rows
+            of the Lloyd training set, as faiss initialises).
         kpp_sample: subsample size for k-means++ (default ``min(N, max(8 k, 20000))``).
         kpp_batch: centres drawn per k-means++ round (default ``ceil(k / 256)``; 1 = exact).
         kpp_trials: candidates per k-means++ centre, the best kept (default ``2 + ln k``,
             greedy k-means++; 1 = plain k-means++). See :func:`kmeans_plus_plus`.
         spherical: cosine k-means (rows and centroids L2-normalised).
         init_centroids: (k, D) warm start; overrides ``init``.
-        max_points_per_centroid: faiss trains on at most ``k *`` this many points (random
+        max_points_per_centroid: Lloyd trains on at most ``k *`` this many points (random
             subsample); every point is assigned to the final centroids anyway.
         tol: stop the Lloyd iterations early once one iteration lowers the objective (sum of
             squared distances on the training points) by less than ``tol`` times its value;
             ``0`` runs all ``n_iter``. Seeded with k-means++, the objective is within 1e-4 of
             its 20-iteration value after ~6 iterations on the curation benchmark's data.
-        verbose: faiss progress output.
+        verbose: log every Lloyd run's iterations and time at INFO level.
 
     Returns:
         ``centroids float32 (k, D)`` (L2-normalised when ``spherical``).
@@ -360,44 +347,18 @@ def _lloyd(
     max_ppc: int,
     verbose: bool,
 ) -> np.ndarray:
-    """faiss Lloyd iterations from ``c0`` on at most ``k * max_ppc`` random rows of ``x``.
-
-    With ``tol > 0`` faiss runs one iteration per call (its own loop has no stopping rule), on
-    one fixed subsample, until the relative objective decrease falls below ``tol``. faiss keeps
-    its handling of empty clusters (split a big one) in both modes. Rows are L2-normalised
-    here when ``spherical`` (faiss normalises only the centroids).
-
-    Without early stopping faiss draws the subsample itself from all rows it is given; that
-    needs all of ``x`` as float32, so a float16 or memmapped ``x`` larger than ``k * max_ppc``
-    rows is subsampled here instead (with ``rng``).
-    """
-    n, d = x.shape
-    early = tol > 0 and c0 is not None and n_iter > 1
+    """Lloyd iterations (:func:`ssl_core.curation.nearest.lloyd`) from ``c0`` on at most
+    ``k * max_ppc`` random rows of ``x`` (float32, L2-normalised when ``spherical``); with no
+    ``c0``, from ``k`` random rows of that training set."""
+    n = len(x)
     m = k * max_ppc
-    if n > m and (early or not _in_memory_f32(x)):  # early: one subsample, not one per call
-        x = _f32_rows(x, np.sort(rng.choice(n, size=m, replace=False)), spherical)
-    else:
-        x = _f32_rows(x, None, spherical)
-    km = faiss.Kmeans(
-        d,
-        k,
-        niter=1 if early else n_iter,
-        seed=int(rng.integers(2**31 - 1)),
-        spherical=spherical,
-        gpu=use_gpu(),
-        verbose=verbose,
-        max_points_per_centroid=max(max_ppc, -(-len(x) // k)) if early else max_ppc,
-        min_points_per_centroid=1,
-    )
-    if not early:
-        km.train(x, init_centroids=c0)
-        return _as_f32(km.centroids)
-    c, prev = c0, math.inf
-    for _ in range(n_iter):
-        km.train(x, init_centroids=c)
-        c = _as_f32(km.centroids)
-        obj = float(km.obj[-1])  # objective of the assignment to the previous centroids
-        if prev - obj <= tol * abs(obj):
-            break
-        prev = obj
+    idx = np.sort(rng.choice(n, size=m, replace=False)) if n > m else None
+    xs = _f32_rows(x, idx, spherical)
+    if c0 is None:
+        c0 = xs[np.sort(rng.choice(len(xs), size=k, replace=False))]
+    t0 = time.monotonic()
+    c, iters = nn.lloyd(xs, c0, n_iter, tol, rng, spherical)
+    if verbose:
+        log.info("lloyd: k=%d on %d rows, %d iterations, %.2f s", k, len(xs), iters,
+                 time.monotonic() - t0)  # fmt: skip
     return c

@@ -1,4 +1,4 @@
-"""Stage ``clusters``: hierarchical k-means (faiss) over the deduplicated embeddings.
+"""Stage ``clusters``: hierarchical k-means (torch GEMMs) over the deduplicated embeddings.
 
 This is the one-rank path (``launch.clusters`` 1x1, the default), run in the calling process.
 With more ranks the stage is a TorchX job running :mod:`ssl_core.launch.clusters_job`
