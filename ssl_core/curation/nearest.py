@@ -43,7 +43,9 @@ class Centroids:
 
     def __init__(self, c: np.ndarray | torch.Tensor, dev: torch.device | None = None) -> None:
         dev = dev or device()
-        t = torch.as_tensor(np.ascontiguousarray(c, dtype=np.float32) if isinstance(c, np.ndarray) else c)
+        t = torch.as_tensor(
+            np.ascontiguousarray(c, dtype=np.float32) if isinstance(c, np.ndarray) else c
+        )
         self.t = t.to(dev, torch.float32).contiguous()
         self.sq = (self.t * self.t).sum(1)
 
@@ -120,8 +122,9 @@ def lloyd(
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dev)
     k, d = c0.shape
     c = torch.from_numpy(np.array(c0, dtype=np.float32)).to(dev)
-    prev, it = math.inf, 0
-    for it in range(1, n_iter + 1):
+    prev, iters = math.inf, 0
+    while iters < n_iter:
+        iters += 1
         lab, _, obj = assign_rows(xt, Centroids(c, dev))
         sums = torch.zeros(k, d, dtype=torch.float32, device=dev).index_add_(0, lab, xt)
         counts = torch.bincount(lab, minlength=k)
@@ -134,4 +137,4 @@ def lloyd(
         if tol > 0 and prev - obj <= tol * abs(obj):
             break
         prev = obj
-    return c.cpu().numpy(), it
+    return c.cpu().numpy(), iters

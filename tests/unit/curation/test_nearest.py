@@ -57,7 +57,9 @@ def test_lloyd_one_iteration_is_the_member_mean():
 def test_lloyd_splits_an_empty_cluster_instead_of_keeping_it():
     rng = np.random.default_rng(3)
     x = np.concatenate([rng.normal(0, 1, (400, 4)), rng.normal(10, 1, (400, 4))]).astype(np.float32)
-    c0 = np.array([[0, 0, 0, 0], [10, 10, 10, 10], [1e4, 1e4, 1e4, 1e4]], np.float32)  # 3rd: no members
+    c0 = np.array(
+        [[0, 0, 0, 0], [10, 10, 10, 10], [1e4, 1e4, 1e4, 1e4]], np.float32
+    )  # 3rd: no members
     c, _ = nn.lloyd(x, c0, n_iter=1, tol=0.0, rng=rng)
     assert np.abs(c[2]).max() < 100  # moved next to one of the two real clusters
     lab, _ = _brute(x, c)
