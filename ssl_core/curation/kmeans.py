@@ -224,19 +224,19 @@ def _greedy_round(
     u = rng.random(b * trials) * cdf[-1]
     cand = np.minimum(np.searchsorted(cdf, u, side="right"), len(d2) - 1)
     uniq, inv = np.unique(cand, return_inverse=True)
-    cols = nn.sq_dists(xt, x_sq, xt[torch.from_numpy(uniq)]).cpu().numpy()  # (n, u)
+    rows = nn.sq_dists(xt[torch.from_numpy(uniq)], xt, x_sq).cpu().numpy()  # (u, n)
     taken = np.zeros(len(uniq), dtype=bool)
     picks = []
     for j in range(b):
         group = inv[j * trials : (j + 1) * trials]
-        pots = np.minimum(d2[:, None], cols[:, group]).sum(0)
+        pots = np.minimum(d2[None, :], rows[group]).sum(1)
         pots[taken[group]] = np.inf
         if not np.isfinite(pots).any():  # every candidate of this centre is taken already
             break
         best = group[int(np.argmin(pots))]
         taken[best] = True
         picks.append(uniq[best])
-        d2 = np.minimum(d2, cols[:, best])
+        d2 = np.minimum(d2, rows[best])
     return np.asarray(picks, dtype=np.int64), d2
 
 

@@ -63,10 +63,11 @@ def nearest(xb: torch.Tensor, cs: Centroids) -> tuple[torch.Tensor, torch.Tensor
     return lab, (smin + (xb * xb).sum(1)).clamp_min_(0.0)
 
 
-def sq_dists(xt: torch.Tensor, x_sq: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
-    """``(n, m)`` squared distances of all rows of ``xt`` (norms² ``x_sq``) to rows ``cand``."""
-    out = torch.addmm(x_sq[:, None], xt, cand.T, beta=1.0, alpha=-2.0)
-    return out.add_((cand * cand).sum(1)[None, :]).clamp_min_(0.0)
+def sq_dists(cand: torch.Tensor, xt: torch.Tensor, x_sq: torch.Tensor) -> torch.Tensor:
+    """``(m, n)`` squared distances of the rows ``cand`` to all rows of ``xt`` (norms² ``x_sq``):
+    one row per candidate, contiguous, as k-means++ scans them."""
+    out = torch.addmm(x_sq[None, :], cand, xt.T, beta=1.0, alpha=-2.0)
+    return out.add_((cand * cand).sum(1)[:, None]).clamp_min_(0.0)
 
 
 def assign_rows(xt: torch.Tensor, cs: Centroids) -> tuple[torch.Tensor, torch.Tensor, float]:

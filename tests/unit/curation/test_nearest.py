@@ -37,8 +37,8 @@ def test_sq_dists_is_the_pairwise_matrix():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((200, 16)).astype(np.float32)
     xt = torch.from_numpy(x)
-    got = nn.sq_dists(xt, (xt * xt).sum(1), xt[:7]).numpy()
-    want = ((x[:, None, :] - x[None, :7]) ** 2).sum(-1)
+    got = nn.sq_dists(xt[:7], xt, (xt * xt).sum(1)).numpy()
+    want = ((x[None, :7] - x[:, None, :]) ** 2).sum(-1).T
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     assert (got >= 0).all()
 
