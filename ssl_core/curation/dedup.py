@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from ssl_core.curation.kmeans import use_gpu
+from ssl_core.curation.nearest import gpu_switched_off
 
 __all__ = [
     "NearDupResult",
@@ -29,6 +29,17 @@ __all__ = [
     "decontaminate",
     "connected_components",
 ]
+
+
+def use_gpu() -> bool:
+    """True when the installed faiss build sees a GPU and ``SSLOPS_FAISS_GPU`` does not switch
+    GPU use off (:func:`ssl_core.curation.nearest.gpu_switched_off`)."""
+    if gpu_switched_off():
+        return False
+    try:
+        return faiss.get_num_gpus() > 0
+    except AttributeError:  # pragma: no cover - very old faiss
+        return False
 
 
 @dataclass

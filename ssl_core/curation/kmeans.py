@@ -27,7 +27,6 @@ import math
 import time
 from typing import Any, Literal
 
-import faiss
 import numpy as np
 import torch
 
@@ -41,30 +40,11 @@ __all__ = [
     "default_trials",
     "assign",
     "l2_normalised",
-    "use_gpu",
 ]
 
 log = logging.getLogger(__name__)
 
 _LOG_EVERY_S = 60.0  # an assignment running longer than this logs its progress (INFO)
-
-
-def use_gpu() -> bool:
-    """True when the installed faiss build sees at least one GPU and GPU use is not switched off.
-
-    ``SSLOPS_FAISS_GPU=0`` (or ``false`` / ``no`` / ``off``) in the environment keeps every
-    faiss call of this module and of :mod:`ssl_core.curation.dedup` on the CPU even where a GPU
-    is available (``benchmarks/gpu_check.py`` times GPU against CPU k-means with it); unset or
-    any other value: use the GPU whenever faiss sees one.
-    """
-    import os
-
-    if os.environ.get("SSLOPS_FAISS_GPU", "").strip().lower() in ("0", "false", "no", "off"):
-        return False
-    try:
-        return faiss.get_num_gpus() > 0
-    except AttributeError:  # pragma: no cover - very old faiss
-        return False
 
 
 def _as_f32(x: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import os
 import numpy as np
 import torch
 
-__all__ = ["Centroids", "device", "nearest", "sq_dists", "lloyd"]
+__all__ = ["Centroids", "device", "gpu_switched_off", "nearest", "sq_dists", "lloyd"]
 
 #: elements of one (rows x centroids) score block; bounds the temporary at large k
 _BLOCK = 2**22
@@ -27,10 +27,16 @@ _BLOCK = 2**22
 _SPLIT_EPS = 1.0 / 1024.0
 
 
+def gpu_switched_off() -> bool:
+    """``SSLOPS_FAISS_GPU=0`` (or ``false`` / ``no`` / ``off``): keep curation's k-means and
+    dedup's faiss indexes on the CPU even where a GPU is available (``benchmarks/gpu_check.py``
+    times GPU against CPU k-means with it). The name predates k-means leaving faiss."""
+    return os.environ.get("SSLOPS_FAISS_GPU", "").strip().lower() in ("0", "false", "no", "off")
+
+
 def device() -> torch.device:
-    """CUDA when torch sees a GPU and ``SSLOPS_FAISS_GPU`` does not switch GPU use off."""
-    off = os.environ.get("SSLOPS_FAISS_GPU", "").strip().lower() in ("0", "false", "no", "off")
-    return torch.device("cuda" if torch.cuda.is_available() and not off else "cpu")
+    """CUDA when torch sees a GPU and :func:`gpu_switched_off` is false, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() and not gpu_switched_off() else "cpu")
 
 
 def chunk_rows(k: int) -> int:
