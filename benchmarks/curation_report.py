@@ -6,6 +6,8 @@ from collections import defaultdict
 
 import numpy as np
 
+#: speed-up over the reference that issue #19 asks at these pool sizes
+SPEED_TARGETS = {100_000: 10.0, 1_000_000: 30.0}
 #: quality columns: key in a run's ``quality``, header, format
 COLS = (("covered", "covered", "{:.1f}"), ("gini", "Gini", "{:.3f}"),
         ("top10_share", "top-10 share", "{:.3f}"))  # fmt: skip
@@ -78,13 +80,19 @@ def _verdict_lines(summary: dict) -> list[str]:
 
 def _speed_lines(speed: list[dict]) -> list[str]:
     lines = ["| N | family | levels | project s | peak RSS MB | reference s (extrapolated) "
-             "| speed-up |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| speed-up | target |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in speed:
         p, e, pr = r["project"], r["reference_extrapolated"], r["probe"]
         ref = (f"~{e['total_s']:.0f} ({pr['lloyd_iter_s']:.2f} s / Lloyd iteration, "
                f"{pr['kpp_step_s'] * 1e3:.0f} ms / k-means++ step)")  # fmt: skip
+        goal = SPEED_TARGETS.get(r["n"])
+        met = (
+            "-"
+            if goal is None
+            else f">= {goal:.0f}x: {'yes' if r['speedup'] >= goal else '**no**'}"
+        )
         lines.append(f"| {r['n']:,} | {r['family']} | {r['levels']} | {p['total_s']:.1f} "
-                     f"| {p['peak_rss_mb']:.0f} | {ref} | **{r['speedup']:.1f}x** |")  # fmt: skip
+                     f"| {p['peak_rss_mb']:.0f} | {ref} | **{r['speedup']:.1f}x** | {met} |")  # fmt: skip
     return lines
 
 

@@ -107,10 +107,9 @@ class _RssSampler(threading.Thread):
 
 def _instrument(calls: list[dict], state: dict) -> None:
     """Time the k-means building blocks hkmeans calls (module attributes, this process only)."""
-    import faiss
-
     from ssl_core.curation import hkmeans as hk
     from ssl_core.curation import kmeans as km
+    from ssl_core.curation import nearest as nn
 
     def timed(mod, name: str, op: str, shape) -> None:
         fn = getattr(mod, name)
@@ -143,13 +142,14 @@ def _instrument(calls: list[dict], state: dict) -> None:
     )
     timed(km, "_lloyd", "lloyd", lambda a, kw, r: {"rows": len(a[0]), "k": a[1], "ppc": a[7],
                                                    "train_calls": state.pop("train_calls", 0)})  # fmt: skip
-    train = faiss.Kmeans.train
+    lloyd = nn.lloyd
 
-    def counted_train(self, *a, **kw):
-        state["train_calls"] = state.get("train_calls", 0) + 1
-        return train(self, *a, **kw)
+    def counted_lloyd(*a, **kw):  # Lloyd iterations of the run (its second return value)
+        c, iters = lloyd(*a, **kw)
+        state["train_calls"] = state.get("train_calls", 0) + iters
+        return c, iters
 
-    faiss.Kmeans.train = counted_train
+    nn.lloyd = counted_lloyd
 
 
 def worker(spec: dict) -> dict:
@@ -319,18 +319,18 @@ def main() -> None:
 
 NOTES = [
     "Ops (instrumentation of the library's own functions): `kpp` batched k-means++ seeding on "
-    "its subsample; `lloyd` faiss Lloyd iterations on at most k x max_points_per_centroid rows; "
+    "its subsample; `lloyd` Lloyd iterations on at most k x max_points_per_centroid rows; "
     "`final_assign` the assignment of all rows a k-means was given (in resampling rounds that "
     "is the resampled set, and hkmeans discards the result); `reassign` the resampling "
     "round's assignment of all of the level's points; `closest` the per-cluster selection; "
     "`other` the rest of the level (mostly gathering the resampled rows from the memmap).",
-    "`entry` is hierarchical_kmeans before level 0: today `np.ascontiguousarray(x, float32)` "
-    "of the whole input (a full float32 copy of a float16 memmap: N x 384 x 4 B) and the data "
-    "hash. RssAnon includes that copy.",
+    "`entry` is hierarchical_kmeans before level 0: the data hash (a float16 memmap is read "
+    "as it is, chunk by chunk, never copied whole; the committed 1e6 run of 2026-12-01 09:55 "
+    "still made a float32 copy here, which its RssAnon includes).",
     "Extrapolation scales each measured call by its cost model at the target shape: "
     "assignment rows x k, Lloyd min(rows, k x max_ppc) x k per iteration (same number of "
     "iterations assumed), k-means++ min(rows, max(8k, 20000)) x k, selection n log n, the "
-    "rest and the entry linearly in N. CPU-second figures are process CPU time (2 faiss "
+    "rest and the entry linearly in N. CPU-second figures are process CPU time (2 compute "
     "threads): on an idle 2-core machine wall time is about half of them; wall-second figures "
     "carry the load of the shared machine at the time (load average in the header).",
     "RssFile is memmap pages this process touched (page cache, reclaimable, shared); a run "
