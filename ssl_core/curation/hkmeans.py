@@ -11,8 +11,9 @@ Differences to the reference (facebookresearch/ssl-data-curation), chosen for sp
 Lloyd iterations on at most ``k * max_points_per_centroid`` points (at most ``n_iter``,
 default 25, vs 50; stopped early once an iteration improves the objective by less than
 ``tol``; an empty cluster takes half of a big one, as faiss does) seeded with batched greedy
-k-means++ on a subsample; resampling rounds seed their k-means with k-means++ on the resampled points (as
-the reference does) unless ``resample_init="warm"`` (start from the current centroids).
+k-means++ on a subsample; resampling rounds seed their k-means with k-means++ on the resampled
+points (as the reference does) unless ``resample_init="warm"`` (start from the current
+centroids). The distance products are torch fp32 GEMMs (:mod:`ssl_core.curation.nearest`).
 
 Finished levels are checkpointed (``.npy``, atomic write) under ``checkpoint_dir`` keyed by a
 hash of the data and of the configuration of that level and the ones below it, so a re-run
