@@ -87,10 +87,10 @@ def assign_rows(xt: torch.Tensor, cs: Centroids) -> tuple[torch.Tensor, torch.Te
     return lab, d2, float(d2.double().sum())
 
 
-def _split_empty(c: torch.Tensor, counts: np.ndarray, rng: np.random.Generator) -> int:
-    """faiss's rule for empty clusters: each takes a copy of a cluster drawn in proportion to
-    ``size - 1``, the two moved apart by ±1/1024 on alternating dimensions, sizes halved.
-    Returns how many clusters were empty."""
+def _split_empty(c: torch.Tensor, counts: np.ndarray, rng: np.random.Generator) -> None:
+    """faiss's rule for empty clusters, in place on ``c``: each takes a copy of a cluster drawn
+    in proportion to ``size - 1``, the two moved apart by ±1/1024 on alternating dimensions,
+    sizes halved."""
     empty = np.flatnonzero(counts == 0)
     sign = torch.ones(c.shape[1], dtype=c.dtype, device=c.device)
     sign[1::2] = -1.0
@@ -103,7 +103,6 @@ def _split_empty(c: torch.Tensor, counts: np.ndarray, rng: np.random.Generator) 
         c[cj] = c[cj] * (1.0 - sign * _SPLIT_EPS)
         counts[ci] = counts[cj] // 2
         counts[cj] -= counts[ci]
-    return len(empty)
 
 
 def lloyd(
