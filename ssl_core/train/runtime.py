@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
 from ssl_core.data.dataset import ImageDataset
+from ssl_core.utils.malloc import keep_freed_memory
 
 __all__ = ["ResumableSampler", "Runtime", "step_seed"]
 
@@ -48,6 +49,7 @@ class Runtime:
             device = torch.device("cpu")
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
             torch.set_num_threads(num_threads or max(1, cores // world))
+            keep_freed_memory()  # large tensors reuse warm heap pages (ssl_core/utils/malloc.py)
         owns = False
         if world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

@@ -217,7 +217,9 @@ def test_packed_equals_naive(regs):
         assert a["masks"] is b["masks"]
     for (n, p1), p2 in zip(m1.named_parameters(), m2.parameters(), strict=True):
         assert p1.grad.abs().max() > 1e-4, n  # every parameter gets a real gradient
-        torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-5, atol=1e-5, msg=n)
+        # float32 round-off scales with the gradient's size (register tokens: ~24)
+        scale = max(1.0, float(p1.grad.abs().max()))
+        torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-5, atol=1e-5 * scale, msg=n)
     # and both equal a plain per-crop forward
     single = m1.forward_features(xs[3])
     torch.testing.assert_close(single["x_prenorm"], outs[1][3]["x_prenorm"], rtol=0, atol=1e-5)
