@@ -9,13 +9,19 @@ Pair convention: the student crop list is ``[global_0, global_1, ..., local_0, l
 the teacher list is ``[global_0, global_1, ...]`` (teachers see global crops only). Student crop
 ``j`` is paired with teacher crop ``i`` for every ``i, j`` except ``j == i`` (same view), so with
 2 globals + L locals there are ``2 * (2 + L) - 2`` pairs.
+
+Computed as one soft cross-entropy per student crop against the sum of its teachers' targets
+(H is linear in its first argument), forward and backward written out in
+:mod:`ssl_core.loss.soft_ce`: the same values to float rounding, fewer passes over the
+(crops x B, K) scores.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from ssl_core.loss.soft_ce import RowGroup, soft_cross_entropy
 
 __all__ = ["DINOLoss"]
 
@@ -29,29 +35,40 @@ class DINOLoss(nn.Module):
 
     def forward(
         self,
-        student_logits: list[torch.Tensor],
+        student_logits: torch.Tensor | list[torch.Tensor],
         teacher_probs: list[torch.Tensor],
         student_temp: float | None = None,
     ) -> torch.Tensor:
         """Args:
-        student_logits: one (B, K) tensor of head outputs per student crop, globals first.
+        student_logits: (n_crops B, K) head outputs, crop-major, globals first (or one (B, K)
+            tensor per crop).
         teacher_probs: one (B, K) probability tensor per teacher global crop.
         student_temp: overrides the temperature given at construction.
 
         Returns the scalar loss averaged over batch and over the ``(i, j), j != i`` pairs.
         """
         tau_s = self.student_temp if student_temp is None else student_temp
-        if len(teacher_probs) > len(student_logits):
+        if isinstance(student_logits, list):
+            student_logits = torch.cat(student_logits)
+        n_g, b = len(teacher_probs), teacher_probs[0].shape[0]
+        n_crops = student_logits.shape[0] // b
+        if n_g > n_crops:
             raise ValueError("more teacher crops than student crops")
-        total = student_logits[0].new_zeros((), dtype=torch.float32)
-        n_pairs = 0
-        for j, s in enumerate(student_logits):
-            log_p_s = F.log_softmax(s.float() / tau_s, dim=-1)  # log P_s(x_j)
-            for i, p_t in enumerate(teacher_probs):
-                if i == j:  # identical view: skip
-                    continue
-                total = total - (p_t.float() * log_p_s).sum(dim=-1).mean()
-                n_pairs += 1
+        n_pairs = n_crops * n_g - n_g
         if n_pairs == 0:
             raise ValueError("no (teacher, student) pairs: need >1 crop")
-        return total / n_pairs
+        w = 1.0 / (b * n_pairs)  # each pair's H is a batch mean; the loss their mean
+        targets = [_sum_except(teacher_probs, j) for j in range(n_g)]
+        groups = [RowGroup(j * b, (j + 1) * b, j, w) for j in range(n_g)]
+        if n_crops > n_g:  # every local crop meets every teacher crop
+            targets.append(_sum_except(teacher_probs, None))
+            groups.append(RowGroup(n_g * b, n_crops * b, n_g, w))
+        return soft_cross_entropy(student_logits, tau_s, tuple(targets), tuple(groups))
+
+
+def _sum_except(probs: list[torch.Tensor], skip: int | None) -> torch.Tensor:
+    """Sum of the teacher targets other than number ``skip`` (float32; a view when only one)."""
+    kept = [p.float() for i, p in enumerate(probs) if i != skip]
+    if not kept:  # a single global crop meets no other teacher crop
+        return torch.zeros_like(probs[0], dtype=torch.float32)
+    return kept[0] if len(kept) == 1 else torch.stack(kept).sum(0)

@@ -12,13 +12,15 @@ contribute 0 but still count in ``B`` (as upstream, which divides by ``masks.sha
 Signature (one, the upstream "flat" one): only the masked tokens go through the head, so the loss
 takes the flat (M, K) student logits / teacher probs of the masked tokens, in the row-major order of
 ``masks.nonzero()`` (i.e. ``x[masks]`` for ``x`` of shape (B, N, ...)), plus the (B, N) bool mask.
+Forward and backward are written out in :mod:`ssl_core.loss.soft_ce` (same values).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from ssl_core.loss.soft_ce import RowGroup, soft_cross_entropy
 
 __all__ = ["IBOTPatchLoss", "masks_weight_from"]
 
@@ -61,6 +63,8 @@ class IBOTPatchLoss(nn.Module):
             )
         if masks_weight is None:
             masks_weight = masks_weight_from(masks)
-        log_p_s = F.log_softmax(student_logits_masked.float() / tau_s, dim=-1)
-        ce = -(teacher_probs_masked.float() * log_p_s).sum(dim=-1)  # (M,)
-        return (ce * masks_weight.to(ce)).sum() / masks.shape[0]
+        if n_masked == 0:
+            return student_logits_masked.float().sum() * 0.0
+        weight = masks_weight.float() / masks.shape[0]  # (M,): 1 / (|m_b| B)
+        group = RowGroup(0, n_masked, 0, weight)
+        return soft_cross_entropy(student_logits_masked, tau_s, (teacher_probs_masked,), (group,))

@@ -192,8 +192,7 @@ def _multicrop(model, student, losses, crops, patch_size, generator, temp, cfg, 
             t_dino = losses.teacher_probs(t_out["dino_logits"], temp, losses.dino_center)
             t_ibot = losses.teacher_probs(t_out["ibot_logits"], temp, losses.ibot_center)
         with record_function("sslops.losses"):
-            n_crops = s_out["dino_logits"].shape[0] // b
-            dino = losses.dino(list(s_out["dino_logits"].chunk(n_crops)), list(t_dino.chunk(n_g)))
+            dino = losses.dino(s_out["dino_logits"], list(t_dino.chunk(n_g)))
             ibot = _ibot_term(losses, s_out, t_ibot, masks)
     else:
         dino = ibot = s_out["cls_global"].sum() * 0.0
