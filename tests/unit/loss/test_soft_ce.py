@@ -4,25 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ssl_core.loss.soft_ce import RowGroup, soft_cross_entropy
-
-
-def _composite(logits, temp, targets, groups):  # noqa: ANN001, ANN202
-    """sum_r w_r H(T_r, softmax(z_r / temp)) with every target row spelled out."""
-    total = logits.new_zeros(())
-    for grp in groups:
-        lsm = F.log_softmax(logits[grp.start : grp.stop] / temp, dim=-1)
-        t = targets[grp.target]
-        t_rows = t.repeat(lsm.shape[0] // t.shape[0], 1)
-        w = (
-            grp.weight
-            if torch.is_tensor(grp.weight)
-            else torch.full((lsm.shape[0],), grp.weight, dtype=lsm.dtype)
-        )
-        total = total - ((t_rows * lsm).sum(-1) * w.to(lsm)).sum()
-    return total
+from tests.unit.loss.conftest import composite_soft_ce
 
 
 def _case(dtype: torch.dtype):  # noqa: ANN202
@@ -40,7 +24,7 @@ def test_values_and_grads_equal_the_composite_in_float64() -> None:
     logits, targets, groups = _case(torch.float64)
     out = soft_cross_entropy(logits, 0.1, targets, groups)
     (grad,) = torch.autograd.grad(out * 1.7, logits)  # a non-unit upstream gradient
-    ref = _composite(logits, 0.1, targets, groups)
+    ref = composite_soft_ce(logits, 0.1, targets, groups)
     (grad_ref,) = torch.autograd.grad(ref * 1.7, logits)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(grad, grad_ref, rtol=1e-10, atol=1e-12)
@@ -55,9 +39,11 @@ def test_bf16_logits_compute_in_float32_and_return_a_bf16_gradient() -> None:
     assert out.dtype == torch.float32
     (grad,) = torch.autograd.grad(out, logits)
     assert grad.dtype == torch.bfloat16
-    ref = _composite(logits.float(), 0.1, targets, groups)
+    ref = composite_soft_ce(logits.float(), 0.1, targets, groups)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    (grad_ref,) = torch.autograd.grad(_composite(logits.float(), 0.1, targets, groups), logits)
+    (grad_ref,) = torch.autograd.grad(
+        composite_soft_ce(logits.float(), 0.1, targets, groups), logits
+    )
     torch.testing.assert_close(grad.float(), grad_ref.float(), rtol=1e-2, atol=1e-4)
 
 
