@@ -48,12 +48,16 @@ from kornia.enhance import adjust_hue
 from torch.profiler import ProfilerActivity, profile
 
 import ssl_core.data.augment as augment_mod
+import ssl_core.loss.dino as dino_mod
+import ssl_core.loss.ibot as ibot_mod
 import ssl_core.models.block as block_mod
 import ssl_core.train.step as step_mod
 import ssl_core.train.trainer as trainer_mod
 from ssl_core.data.color import adjust_hue_fast
+from ssl_core.models.patch_embed import PatchEmbed
 from ssl_core.train.precision import resolve_precision
 from ssl_core.train.trainer import Trainer
+from ssl_core.utils.malloc import ENV_SWITCH
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import build_trainer, recipe  # noqa: E402
@@ -88,15 +92,50 @@ def _never_off(model, off):  # noqa: ANN001, ANN202
     yield
 
 
+def _per_pair_dino(self, student_logits, teacher_probs, student_temp=None):  # noqa: ANN001, ANN202
+    """``DINOLoss.forward`` before the written-out soft cross-entropy: autograd through a
+    log-softmax per student crop and a product + sum per (teacher, student) pair."""
+    tau_s = self.student_temp if student_temp is None else student_temp
+    b = teacher_probs[0].shape[0]
+    total, n_pairs = student_logits.new_zeros((), dtype=torch.float32), 0
+    for j, s in enumerate(student_logits.chunk(student_logits.shape[0] // b)):
+        log_p_s = torch.nn.functional.log_softmax(s.float() / tau_s, dim=-1)
+        for i, p_t in enumerate(teacher_probs):
+            if i != j:
+                total, n_pairs = total - (p_t.float() * log_p_s).sum(dim=-1).mean(), n_pairs + 1
+    return total / n_pairs
+
+
+def _composite_ibot(self, s, t, masks, masks_weight=None, student_temp=None):  # noqa: ANN001, ANN202
+    """``IBOTPatchLoss.forward`` before it: autograd through log-softmax, product and sum."""
+    tau_s = self.student_temp if student_temp is None else student_temp
+    w = ibot_mod.masks_weight_from(masks) if masks_weight is None else masks_weight
+    ce = -(t.float() * torch.nn.functional.log_softmax(s.float() / tau_s, dim=-1)).sum(dim=-1)
+    return (ce * w.to(ce)).sum() / masks.shape[0]
+
+
+def _conv_patch_embed(self, x):  # noqa: ANN001, ANN202
+    """``PatchEmbed.forward`` before it: the strided convolution."""
+    return self.proj(x).flatten(2).transpose(1, 2)
+
+
 SPEED_PATHS = {
     "fused_adamw": (trainer_mod, "adamw_implementation", lambda _p: {"foreach": False}),
     "frozen_grad_skip": (step_mod, "last_layer_grads_off", _never_off),
     "index_select_drop_path": (block_mod, "drop_add_residual_stochastic_depth", _getitem_drop_path),
     "fast_hue": (augment_mod, "ColorJitter", KA.ColorJitter),
+    "soft_ce_dino": (dino_mod.DINOLoss, "forward", _per_pair_dino),
+    "soft_ce_ibot": (ibot_mod.IBOTPatchLoss, "forward", _composite_ibot),
+    "patch_matmul": (PatchEmbed, "forward", _conv_patch_embed),
 }
 """Issue #20's step changes, each replaceable by what ran before it (``--disable``): AdamW's
 per-parameter loop, the frozen last layer's weight gradient computed then dropped,
-stochastic depth's gather through ``x[index]``, and kornia's own hue step in the colour jitter."""
+stochastic depth's gather through ``x[index]``, kornia's own hue step in the colour jitter, the
+DINO and iBOT losses through autograd's composite, and the patch embedding's strided
+convolution. The process-level one, glibc keeping freed memory (``ssl_core/utils/malloc.py``),
+is put back with ``--disable keep_freed_memory`` (a fresh process: ``SSLOPS_KEEP_FREED_MEMORY=0``)
+and is not part of ``--ablate``."""
+PROCESS_PATHS = ("keep_freed_memory",)
 
 
 def _put_back(trainer: Trainer, name: str, cache: dict[str, Any]) -> Any:
@@ -153,6 +192,9 @@ def run_ablation(trainer: Trainer, warmup: int, rounds: int, steps: int) -> dict
 def disable(names: list[str]) -> None:
     """Put back the pre-#20 code for the named speed paths (ablation; this process only)."""
     for name in names:
+        if name == "keep_freed_memory":
+            os.environ[ENV_SWITCH] = "0"  # read when the trainer's runtime starts
+            continue
         module, attr, before = SPEED_PATHS[name]
         setattr(module, attr, before)
 
@@ -265,7 +307,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--disable", nargs="*", default=[], choices=sorted(SPEED_PATHS),
+    ap.add_argument("--disable", nargs="*", default=[], choices=sorted([*SPEED_PATHS, *PROCESS_PATHS]),
                     help="speed paths to replace by the code before them (ablation)")  # fmt: skip
     ap.add_argument("--ablate", type=int, default=0, metavar="ROUNDS",
                     help="instead of profiling: ROUNDS of each speed path put back alone vs all "
