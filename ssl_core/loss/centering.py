@@ -81,13 +81,14 @@ class SoftmaxCenter(nn.Module):
     @torch.no_grad()
     def softmax_center_teacher(self, logits: torch.Tensor, temp: float) -> torch.Tensor:
         """P_t = softmax((t - c) / tau_t) over the last dim. ``logits``: (..., K)."""
-        return torch.softmax((logits.float() - self.center) / temp, dim=-1)
+        # the float32 centre promotes bf16 logits: cast and centre in one pass, then in place
+        return torch.softmax(torch.sub(logits, self.center).div_(temp), dim=-1)
 
     @torch.no_grad()
     def update_center(self, logits: torch.Tensor) -> None:
         """c <- m c + (1 - m) * mean over the (global) batch of ``logits`` (any leading dims, K last)."""
-        flat = logits.detach().float().reshape(-1, logits.shape[-1])
-        batch_sum = flat.sum(dim=0, keepdim=True)
+        flat = logits.detach().reshape(-1, logits.shape[-1])
+        batch_sum = flat.sum(dim=0, keepdim=True, dtype=torch.float32)  # no float32 copy first
         n = torch.tensor(float(flat.shape[0]), device=flat.device)
         if distributed_on():
             dist.all_reduce(batch_sum)

@@ -177,7 +177,7 @@ def _multicrop(model, student, losses, crops, patch_size, generator, temp, cfg, 
                prototypes: bool, features: bool) -> Terms:  # fmt: skip
     """DINO + iBOT on the target's prototypes (``prototypes``) and/or feature distillation
     (``features``, distillation only), + KoLeo, over multi-crop views."""
-    n_g, b = len(crops["global"]), crops["global"][0].shape[0]
+    n_g = len(crops["global"])
     globals_ = torch.cat(crops["global"])  # (n_g B, C, G, G), crop-major
     locals_ = torch.cat(crops["local"]) if crops["local"] else None  # (n_l B, C, L, L)
     masks = _block_masks(globals_, patch_size, cfg.mask_probability, cfg, generator)

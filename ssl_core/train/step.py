@@ -82,8 +82,10 @@ class Losses(nn.Module):
 @torch.no_grad()
 def softmax_entropies(logits: Tensor, temp: float) -> tuple[float, float]:
     """Mean per-sample entropy and entropy of the batch-mean distribution of softmax(t/temp)."""
-    p = torch.softmax(logits.float() / temp, dim=-1)  # (n, K)
-    h_sample = -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()
+    scale = torch.full((1,), 1.0 / temp, dtype=torch.float32, device=logits.device)
+    log_p = torch.log_softmax(logits * scale, dim=-1)  # (n, K) float32 (the factor promotes)
+    p = torch.exp(log_p)
+    h_sample = -torch.dot(p.flatten(), log_p.flatten()) / p.shape[0]  # p log p, exact at p = 0
     pm = p.mean(0)
     h_mean = -(pm * torch.log(pm.clamp_min(1e-12))).sum()
     return float(h_sample), float(h_mean)
