@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[3] / "benchmarks"
 
@@ -43,3 +44,21 @@ def test_profile_and_ablation_on_a_tiny_recipe(profile_mod, image_pool, tiny_tra
     assert trainer.optimizer is optimizer
     jitters = [m for p in trainer.augment._pipes.values() for m in p if hasattr(m, "_hue_fn")]
     assert jitters and all(j._hue_fn is profile_mod.adjust_hue_fast for j in jitters)
+
+
+def test_loss_forms_agree(profile_mod):
+    """``benchmarks/loss_kernels.py``: the losses before #20 (what ``--disable soft_ce_*`` puts
+    back), the logsumexp composite and the library's written-out form give one value and one
+    gradient on small shapes."""
+    spec = importlib.util.spec_from_file_location("bench_loss_kernels", BENCH / "loss_kernels.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    x = mod.inputs(batch=4, k=64, masked=5)
+    values, grads = {}, {}
+    for form in mod.FORMS:
+        values[form] = mod.run(form, x)
+        grads[form] = (x[0].grad.float().clone(), x[2].grad.float().clone())
+    for form in mod.FORMS:
+        assert values[form] == pytest.approx(values["per_pair"], rel=1e-5)
+        for g, g_ref in zip(grads[form], grads["per_pair"], strict=True):
+            torch.testing.assert_close(g, g_ref, rtol=2e-2, atol=1e-5)  # bf16 gradients
