@@ -1,9 +1,10 @@
 """Image to patch tokens (``patch_embed.proj``, a P x P stride-P ``Conv2d``, in the official layout).
 
 The forward computes the convolution as what it is, one matrix product over flattened patches
-(``proj.weight`` viewed as (D, C P P)): the same values to float rounding, and on CPU
-forward + weight gradient took 0.22 vs 0.44 s per ViT-S/14 step of issue #20 (oneDNN's strided
-bf16 convolution and its backward are slow there). The parameters keep the official layout.
+(``proj.weight`` viewed as (D, C P P)): the same values to float rounding; on CPU, forward +
+weight gradient took 0.22 vs 0.44 s per ViT-S/14 step of issue #20 in bf16 (oneDNN's strided
+convolution and its backward are slow there; docs/training.md). The parameters keep the
+official layout.
 """
 
 from __future__ import annotations

@@ -5,15 +5,15 @@ and returns it to the kernel on ``free``; the kernel then zero-fills every page 
 tensor on first touch. A CPU training step allocates and frees ~1-1.6 GB of such tensors (the
 65,536-prototype score matrices of the DINO/iBOT heads and losses, stacked activations): with
 glibc's defaults that measured 240,000-410,000 minor page faults and 0.6-1.1 s of kernel time per
-ViT-S/14 step on 2 cores; with the setting below 8,000-13,000 and 0.04-0.07 s
-(``benchmarks/results/train_profile.md``). It is what a caching allocator (jemalloc/tcmalloc,
+ViT-S/14 step on 2 cores; with the setting below 7,000-18,000 and 0.04-0.07 s (docs/training.md,
+"Training throughput on CPU"). It is what a caching allocator (jemalloc/tcmalloc,
 as Intel's PyTorch CPU tuning guide recommends) gives, without a preloaded library:
 
 * ``M_MMAP_MAX = 0``: every allocation comes from the heap, none from a private mapping;
 * ``M_TRIM_THRESHOLD`` = 2 GiB: freed heap memory stays mapped for the next step.
 
-The cost: the process keeps its high-water mark (measured +0.1-0.3 GB peak RSS on a 3.5 GB
-ViT-S/14 run). Values are untouched; only where memory comes from changes. Other C libraries
+The cost: the process keeps its high-water mark (peak RSS 4.26 vs 4.01 GB over 30 ViT-S/14
+steps, flat over the last 8). Values are untouched; only where memory comes from changes. Other C libraries
 (macOS, musl) are left as they are. ``SSLOPS_KEEP_FREED_MEMORY=0`` switches it off.
 """
 
