@@ -67,6 +67,8 @@ PLUMBING = {
     "ssl_core/stages/names.py": "names and dispatch only",
     # tqdm bars on stderr (line mode inside a job); yields the wrapped iterable unchanged.
     "ssl_core/utils/progress.py": "progress bars on stderr",
+    # glibc mallopt at a training run's start: where freed memory goes, never a value.
+    "ssl_core/utils/malloc.py": "allocator settings only",
 }
 # Not in PLUMBING on purpose:
 # * ssl_core/lineage.py writes lineage.json into every output folder (an output: its fields,
