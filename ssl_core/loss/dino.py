@@ -67,8 +67,9 @@ class DINOLoss(nn.Module):
 
 
 def _sum_except(probs: list[torch.Tensor], skip: int | None) -> torch.Tensor:
-    """Sum of the teacher targets other than number ``skip`` (float32; a view when only one)."""
+    """Sum of the teacher targets other than number ``skip`` (float32; the tensor itself when
+    only one)."""
     kept = [p.float() for i, p in enumerate(probs) if i != skip]
     if not kept:  # a single global crop meets no other teacher crop
         return torch.zeros_like(probs[0], dtype=torch.float32)
-    return kept[0] if len(kept) == 1 else torch.stack(kept).sum(0)
+    return sum(kept[1:], kept[0])

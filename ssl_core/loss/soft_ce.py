@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["RowGroup", "soft_cross_entropy"]
+__all__ = ["RowGroup", "scaled_log_softmax", "soft_cross_entropy"]
 
 
 @dataclass(frozen=True)
@@ -46,17 +46,15 @@ class _SoftCE(torch.autograd.Function):
     def forward(ctx, logits: Tensor, inv_tau: float, targets: tuple[Tensor, ...],  # noqa: ANN001
                 groups: tuple[RowGroup, ...]) -> Tensor:  # fmt: skip
         dtype = torch.promote_types(logits.dtype, torch.float32)  # bf16/fp16 -> fp32; fp64 stays
-        scale = torch.full((1,), inv_tau, dtype=dtype, device=logits.device)
         total = torch.zeros((), dtype=dtype, device=logits.device)
         log_probs, weighted = [], []
         for grp in groups:
-            t = _weighted_target(targets[grp.target].to(dtype), grp.weight)  # (B, K), w_r T_r
-            # a (1,) float32 factor promotes a bf16 operand: cast and scale in one pass
-            lsm = torch.log_softmax(logits[grp.start : grp.stop] * scale, dim=-1)
+            t, w = _weighted_target(targets[grp.target].to(dtype), grp.weight)  # w t = w_r T_r
+            lsm = scaled_log_softmax(logits[grp.start : grp.stop], inv_tau)
             for rows in lsm.view(-1, t.numel()):  # each (B, K) block of the group
-                total = total - torch.dot(rows, t.view(-1))
+                total = total - w * torch.dot(rows, t.view(-1))
             log_probs.append(lsm)
-            weighted.append(t)
+            weighted.append((t, w))
         ctx.save_for_backward(*log_probs)
         ctx.meta = (inv_tau, tuple(weighted), logits.shape, logits.dtype)
         return total
@@ -67,20 +65,29 @@ class _SoftCE(torch.autograd.Function):
         grad = torch.empty(shape, dtype=dtype, device=grad_out.device)  # groups tile the rows
         c = float(grad_out) * inv_tau
         start = 0
-        for lsm, t in zip(ctx.saved_tensors, weighted, strict=True):
-            mass = t.sum(-1, keepdim=True)  # (B, 1): w_r sum_k T_rk
+        for lsm, (t, w) in zip(ctx.saved_tensors, weighted, strict=True):
+            mass = t.sum(-1, keepdim=True)  # (B, 1): w_r sum_k T_rk, up to the factor w
             p = torch.exp(lsm).view(-1, *t.shape)  # (G, B, K), becomes the gradient in place
-            p.mul_(mass * c).sub_(t, alpha=c)
+            p.mul_(mass * (c * w)).sub_(t, alpha=c * w)
             grad[start : start + lsm.shape[0]].copy_(p.view(-1, shape[-1]))
             start += lsm.shape[0]
         return grad, None, None, None
 
 
-def _weighted_target(t: Tensor, weight: float | Tensor) -> Tensor:
-    """``w_r T_r`` as one contiguous (B, K) tensor (a new one unless ``weight`` is 1)."""
+def _weighted_target(t: Tensor, weight: float | Tensor) -> tuple[Tensor, float]:
+    """``(T', w)`` with ``w T'_r = w_r T_r``: per-row weights go into a new (B, K) tensor, one
+    weight for every row stays a factor (no copy of the target)."""
     if isinstance(weight, Tensor):
-        return t * weight.to(t.device, t.dtype).unsqueeze(-1)
-    return t.contiguous() if weight == 1.0 else t * weight
+        return t * weight.to(t.device, t.dtype).unsqueeze(-1), 1.0
+    return t.contiguous(), float(weight)
+
+
+def scaled_log_softmax(logits: Tensor, factor: float) -> Tensor:
+    """``log_softmax(logits * factor)`` over the last dim in float32 (float64 stays): a (1,)
+    float32 factor promotes a bf16 operand, so the cast and the scaling are one pass."""
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    scale = torch.full((1,), factor, dtype=dtype, device=logits.device)
+    return torch.log_softmax(logits * scale, dim=-1)
 
 
 def soft_cross_entropy(logits: Tensor, temp: float, targets: tuple[Tensor, ...],

@@ -35,6 +35,7 @@ from ssl_core.loss.dino import DINOLoss
 from ssl_core.loss.ibot import IBOTPatchLoss
 from ssl_core.loss.info_nce import InfoNCELoss
 from ssl_core.loss.koleo import KoLeoLoss
+from ssl_core.loss.soft_ce import scaled_log_softmax
 from ssl_core.models.heads import cancel_last_layer_gradients, last_layer_grads_off
 from ssl_core.train.objectives import DISTILL_TARGETS, compute_terms
 from ssl_core.train.ssl_model import SSLModel
@@ -82,8 +83,7 @@ class Losses(nn.Module):
 @torch.no_grad()
 def softmax_entropies(logits: Tensor, temp: float) -> tuple[float, float]:
     """Mean per-sample entropy and entropy of the batch-mean distribution of softmax(t/temp)."""
-    scale = torch.full((1,), 1.0 / temp, dtype=torch.float32, device=logits.device)
-    log_p = torch.log_softmax(logits * scale, dim=-1)  # (n, K) float32 (the factor promotes)
+    log_p = scaled_log_softmax(logits, 1.0 / temp)  # (n, K), float32 for bf16 logits
     p = torch.exp(log_p)
     h_sample = -torch.dot(p.flatten(), log_p.flatten()) / p.shape[0]  # p log p, exact at p = 0
     pm = p.mean(0)
