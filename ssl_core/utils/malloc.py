@@ -13,8 +13,8 @@ as Intel's PyTorch CPU tuning guide recommends) gives, without a preloaded libra
 * ``M_TRIM_THRESHOLD`` = 2 GiB: freed heap memory stays mapped for the next step.
 
 The cost: the process keeps its high-water mark (peak RSS 4.26 vs 4.01 GB over 30 ViT-S/14
-steps, flat over the last 8). Values are untouched; only where memory comes from changes. Other C libraries
-(macOS, musl) are left as they are. ``SSLOPS_KEEP_FREED_MEMORY=0`` switches it off.
+steps, flat over the last 8). Values are untouched; only where memory comes from changes.
+Other C libraries (macOS, musl) are left as they are. ``SSLOPS_KEEP_FREED_MEMORY=0`` switches it off.
 """
 
 from __future__ import annotations
